@@ -1,0 +1,1 @@
+"""mmkd_jax: multimodal knowledge distillation for video action recognition."""
