@@ -1,0 +1,63 @@
+"""Entry point for every experiment: `python -m mmkd_jax.main --config=FILE[:ARG] --workdir=DIR`.
+
+The config decides what runs (`config.trainer`): `train` for baselines, omnivore and
+distillation, `evaluate` for a teacher ensemble.
+Override any field with `--config.field=value`. The same command runs on one CPU, several GPUs,
+or a TPU pod slice (each host runs it; `jax.distributed` joins them).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/distill.py "
+                                          "or configs/distill.py:ssv2.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go; a run "
+                               "resumes from the latest checkpoint found here.")
+_MULTIPROCESS = flags.DEFINE_bool(
+    "multiprocess", None, "Call jax.distributed.initialize() (default: when "
+    "JAX_COORDINATOR_ADDRESS is set). TPU pods and SLURM are auto-detected.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def trainers() -> dict:
+    # Imported here so `--help` and flag errors do not pay for importing TF and JAX.
+    from mmkd_jax.train import evaluate, trainer
+    return {"train": trainer.train_and_evaluate, "evaluate": evaluate.run}
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from mmkd_jax.train import sharding
+    sharding.maybe_initialize_distributed(_MULTIPROCESS.value)
+    config = _CONFIG.value
+    workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+    available = trainers()
+    if config.trainer not in available:
+        raise app.UsageError(f"config.trainer={config.trainer!r}; choose one of "
+                             f"{sorted(available)}.")
+    _log_to_file(workdir)
+    available[config.trainer](config, workdir)
+
+
+def _log_to_file(workdir: str) -> None:
+    """Keeps a copy of the log in the workdir (stderr stays as it is)."""
+    import logging as std_logging
+
+    os.makedirs(workdir, exist_ok=True)
+    handler = std_logging.FileHandler(os.path.join(workdir, "log.txt"))
+    handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.get_absl_logger().addHandler(handler)
+
+
+def run() -> None:
+    logging.set_verbosity(logging.INFO)
+    app.run(main, argv=sys.argv)
+
+
+if __name__ == "__main__":
+    run()

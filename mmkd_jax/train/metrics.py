@@ -1,0 +1,80 @@
+"""Metrics: top-k counts, TensorBoard (clu) + JSONL writers, progress lines with ETA."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from clu import metric_writers
+
+
+def topk_correct(logits: jnp.ndarray, labels: jnp.ndarray, mask: jnp.ndarray,
+                 ks: tuple[int, ...] = (1, 5)) -> dict:
+    """Masked counts of examples whose label is among the top-k logits (k capped at #classes)."""
+    # Rank of the true class = number of classes with a strictly higher logit.
+    true = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+    rank = jnp.sum(logits > true, axis=-1)
+    out = {f"top{k}": jnp.sum((rank < k) * mask) for k in ks}
+    out["count"] = jnp.sum(mask)
+    return out
+
+
+class Writer:
+    """Scalars to TensorBoard (clu) and to `metrics.jsonl`; only process 0 writes files."""
+
+    def __init__(self, workdir: str, name: str = ""):
+        self.is_main = jax.process_index() == 0
+        self.tb = metric_writers.create_default_writer(
+            workdir, just_logging=not self.is_main, asynchronous=False)
+        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if self.is_main else None
+        self.name = name
+
+    def write(self, step: int, scalars: dict) -> None:
+        scalars = {k: float(v) for k, v in scalars.items()}
+        self.tb.write_scalars(step, scalars)
+        if self.jsonl:
+            self.jsonl.write(json.dumps({"step": step, "time": time.time(), **scalars}) + "\n")
+            self.jsonl.flush()
+
+    def close(self) -> None:
+        self.tb.flush()
+        self.tb.close()
+        if self.jsonl:
+            self.jsonl.close()
+
+
+class Progress:
+    """Steps/s, clips/s and ETA over the last logging interval."""
+
+    def __init__(self, total_steps: int, global_batch: int, first_step: int):
+        self.total, self.batch = total_steps, global_batch
+        self.last_step, self.last_time = first_step, time.perf_counter()
+
+    def update(self, step: int) -> dict:
+        now = time.perf_counter()
+        dt = max(now - self.last_time, 1e-9)
+        steps_per_s = (step - self.last_step) / dt
+        self.last_step, self.last_time = step, now
+        eta = (self.total - step) / steps_per_s if steps_per_s > 0 else math.inf
+        return {"steps_per_s": steps_per_s, "clips_per_s": steps_per_s * self.batch,
+                "eta_s": eta}
+
+
+def format_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def log_progress(prefix: str, step: int, total: int, scalars: dict) -> None:
+    logging.info(
+        "%s step %d/%d (%.0f%%) loss %.4f | %.2f steps/s %.1f clips/s | ETA %s", prefix, step,
+        total, 100.0 * step / max(total, 1), scalars.get("loss", np.nan),
+        scalars.get("steps_per_s", np.nan), scalars.get("clips_per_s", np.nan),
+        format_eta(scalars.get("eta_s", math.inf)))
