@@ -2,7 +2,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from mmkd_jax.train import metrics
+from mmkd_jax.train import metrics, steps
 
 
 def test_topk_counts_with_mask():
@@ -12,12 +12,12 @@ def test_topk_counts_with_mask():
                         [9.0, 0.0, 0.0, 0.0, 0.0, 0.0]])   # padding (mask 0)
     labels = jnp.array([1, 4, 5, 0])
     mask = jnp.array([1.0, 1.0, 1.0, 0.0])
-    out = {k: float(v) for k, v in metrics.topk_correct(logits, labels, mask).items()}
+    out = {k: float(v) for k, v in steps.topk_correct(logits, labels, mask).items()}
     assert out == {"top1": 1.0, "top5": 2.0, "count": 3.0}
 
 
 def test_topk_with_fewer_classes_than_k_counts_everything():
-    out = metrics.topk_correct(jnp.zeros((2, 3)), jnp.array([0, 2]), jnp.ones(2))
+    out = steps.topk_correct(jnp.zeros((2, 3)), jnp.array([0, 2]), jnp.ones(2))
     assert float(out["top5"]) == 2.0 and float(out["top1"]) == 2.0  # ties: not strictly higher
 
 

@@ -10,23 +10,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mmkd_jax import models
 from mmkd_jax.data import pipeline
 from mmkd_jax.train import members as members_lib
-from mmkd_jax.train import metrics, sharding
+from mmkd_jax.train import sharding, steps
 
 PROTOCOL = "single view: 1 clip (segment midpoints) x 1 centre crop"
-
-
-def make_eval_step(logits_fn):
-    """Jitted batch -> masked top-1/top-5 counts, summed over the global batch."""
-
-    @jax.jit
-    def step(params, batch):
-        logits = logits_fn(params, batch)
-        return metrics.topk_correct(logits, batch["label"], batch["mask"])
-
-    return step
 
 
 def eval_loop(step_fn, params, data_cfg: ml_collections.ConfigDict, keys: tuple,
@@ -44,26 +32,9 @@ def eval_loop(step_fn, params, data_cfg: ml_collections.ConfigDict, keys: tuple,
             "num_examples": int(totals["count"])}
 
 
-def ensemble_logits_fn(members: list[tuple]):
-    modules = [(m, mod) for m, _, mod in members]
-
-    def logits_fn(params_list, batch):
-        return models.ensemble_logits(
-            [(m, p, mod) for (m, mod), p in zip(modules, params_list)], batch)
-
-    return logits_fn
-
-
-def member_keys(members: list[tuple]) -> tuple:
-    keys = []
-    for _, _, modality in members:
-        keys += [k for k in models.MODALITY_KEYS[modality] if k not in keys]
-    return tuple(keys)
-
-
 def evaluate_teacher(members: list[tuple], data_cfg, batch_size: int, mesh) -> dict:
-    step = make_eval_step(ensemble_logits_fn(members))
-    return eval_loop(step, [p for _, p, _ in members], data_cfg, member_keys(members),
+    eval_step = steps.make_eval_step(steps.ensemble_logits_fn(members))
+    return eval_loop(eval_step, [p for _, p, _ in members], data_cfg, steps.member_keys(members),
                      batch_size, mesh)
 
 

@@ -1,4 +1,4 @@
-"""Metrics: top-k counts, TensorBoard (clu) + JSONL writers, progress lines with ETA."""
+"""Host-side metrics: TensorBoard (clu) + JSONL writers, progress lines with ETA."""
 from __future__ import annotations
 
 import json
@@ -7,21 +7,9 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from clu import metric_writers
-
-
-def topk_correct(logits: jnp.ndarray, labels: jnp.ndarray, mask: jnp.ndarray,
-                 ks: tuple[int, ...] = (1, 5)) -> dict:
-    """Masked counts of examples whose label is among the top-k logits (k capped at #classes)."""
-    # Rank of the true class = number of classes with a strictly higher logit.
-    true = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-    rank = jnp.sum(logits > true, axis=-1)
-    out = {f"top{k}": jnp.sum((rank < k) * mask) for k in ks}
-    out["count"] = jnp.sum(mask)
-    return out
 
 
 class Writer:

@@ -14,12 +14,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 
 from mmkd_jax import convert, models
 from mmkd_jax.data import pipeline
-from mmkd_jax.train import checkpoint, evaluate, losses, metrics, optim, sharding, state
+from mmkd_jax.train import checkpoint, evaluate, metrics, optim, sharding, state, steps
 from mmkd_jax.train import members as members_lib
 
 
@@ -58,61 +57,6 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def make_train_step(module, modality: str, members: list[tuple], tx, lr_fn, config):
-    """One jitted step: frozen teacher forward + student forward/backward/update, same batch."""
-    w_kd = config.distill.w_kd if members else 0.0
-    w_gt = config.distill.w_gt if members else 1.0
-    tau, accum = config.distill.tau, config.accum_steps
-    teacher_fn = evaluate.ensemble_logits_fn(members) if members else None
-    base_rng = jax.random.key(config.seed)
-
-    def loss_fn(params, batch, teacher_params, rng):
-        logits = module.apply({"params": params}, *models.model_inputs(modality, batch),
-                              train=True, rngs={"dropout": rng})
-        aux = {"ce": losses.cross_entropy(logits, batch["label"])}
-        loss = w_gt * aux["ce"]
-        if teacher_fn is not None:
-            # Frozen teacher, run online on this very view (patient & consistent teaching).
-            t_logits = jax.lax.stop_gradient(teacher_fn(teacher_params, batch))
-            aux["kd"] = losses.distillation(logits, t_logits, tau)
-            loss = loss + w_kd * aux["kd"]
-        aux["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-        return loss, aux
-
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-    def step_fn(train_state, batch, teacher_params, step):
-        params, opt_state = train_state["params"], train_state["opt_state"]
-        rng = jax.random.fold_in(base_rng, step)
-        if accum == 1:
-            (loss, aux), grads = grad_fn(params, batch, teacher_params, rng)
-        else:
-            # Micro-batch i takes examples i, i+A, i+2A, ...: a reshape that keeps every
-            # device's examples on that device. Equal sizes, so the mean of the micro-batch
-            # means is the full-batch mean.
-            micro = jax.tree.map(
-                lambda x: x.reshape((x.shape[0] // accum, accum) + x.shape[1:]), batch)
-
-            def body(carry, i):
-                mb = jax.tree.map(lambda x: x[:, i], micro)
-                (loss, aux), grads = grad_fn(params, mb, teacher_params,
-                                             jax.random.fold_in(rng, i))
-                return jax.tree.map(jnp.add, carry, (loss, aux, grads)), None
-
-            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
-                lambda: grad_fn(params, jax.tree.map(lambda x: x[:, 0], micro),
-                                teacher_params, rng)))
-            zeros = (zeros[0][0], zeros[0][1], zeros[1])
-            (loss, aux, grads), _ = jax.lax.scan(body, zeros, jnp.arange(accum))
-            loss, aux, grads = jax.tree.map(lambda x: x / accum, (loss, aux, grads))
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        out = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads), "lr": lr_fn(step)}
-        return {"params": params, "opt_state": opt_state}, out
-
-    return step_fn
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes) the run in `workdir`; returns the results written to results.json."""
     # --- config
@@ -149,7 +93,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.teacher.members:
         members, member_infos = members_lib.load(config, workdir, repl)
     keys = tuple(models.MODALITY_KEYS[train_modality]) + tuple(
-        k for k in evaluate.member_keys(members) if k not in models.MODALITY_KEYS[train_modality])
+        k for k in steps.member_keys(members) if k not in models.MODALITY_KEYS[train_modality])
 
     # --- checkpoint
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -183,9 +127,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         config.accum_steps, steps_per_epoch, total_steps, config.optim.lr, jax.process_count())
 
     # --- step
-    train_step = jax.jit(make_train_step(module, train_modality, members, tx, lr_fn, config),
+    train_step = jax.jit(steps.make_train_step(module, train_modality, members, tx, lr_fn, config),
                          donate_argnums=(0,))
-    eval_step = evaluate.make_eval_step(
+    eval_step = steps.make_eval_step(
         lambda p, b: module.apply({"params": p}, *models.model_inputs(eval_modality, b),
                                   train=False))
     eval_keys = tuple(models.MODALITY_KEYS[eval_modality])
