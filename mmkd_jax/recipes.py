@@ -59,7 +59,7 @@ def teacher_members(names: list[str], preset: str, config_dir: str,
                          f"{'+'.join(MODALITY_CONFIGS)}.")
     return [ml_collections.ConfigDict({
         "name": n, "config": os.path.join(config_dir, MODALITY_CONFIGS[n]), "arg": preset,
-        "workdir": os.path.join(workdir_prefix, MODALITY_CONFIGS[n][:-3]), "overrides": {}})
+        "workdir": os.path.join(workdir_prefix, MODALITY_CONFIGS[n][:-3]), "overrides": ""})
         for n in names]
 
 

@@ -5,10 +5,11 @@ A member spec (an entry of `config.teacher.members`) names
   config    path of the config file that trains it, e.g. configs/baseline_rgb.py
   arg       that config's preset (defaults to the parent run's preset)
   workdir   its workdir; relative paths are relative to the parent run's workdir
-  overrides optional dict of dotted-key overrides applied on top of that config
+  overrides optional "key=value,a.b=value" overrides applied on top of that config
 """
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -35,7 +36,24 @@ def load_config_file(path: str, arg: str | None) -> ml_collections.ConfigDict:
     return module.get_config(arg) if arg is not None else module.get_config()
 
 
-def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict) -> None:
+def parse_overrides(text: str) -> dict:
+    """"a.b=1,c=x" -> {"a.b": 1, "c": "x"} (values parsed as Python literals when possible)."""
+    out = {}
+    for pair in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"config.overrides: expected key=value, got {pair!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: str | dict) -> None:
+    """Sets dotted keys of `cfg`; a key the config does not have is an error."""
+    if isinstance(overrides, str):
+        overrides = parse_overrides(overrides)
     for dotted, value in (overrides or {}).items():
         *parents, leaf = dotted.split(".")
         node = cfg

@@ -1,0 +1,204 @@
+"""The paper's Table 1 in miniature: every row, both splits, several seeds, one command.
+
+  python -m mmkd_jax.main --config=configs/table1.py --workdir=/tmp/mmkd/table1
+
+Each row is an ordinary run of the one trainer (configs/baseline_*.py, omnivore.py, distill.py)
+in its own sub-workdir, WORKDIR/<split>/seed<k>/<run>; teachers are evaluated logit averages of
+the baselines of the same split and seed. Finished runs are reused, so an interrupted table
+resumes where it stopped. Output: table1.md, table1.json, table1.png in WORKDIR.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from mmkd_jax.train import members as members_lib
+
+# (row id, kind, modalities at inference, run config file, teacher members); in paper order.
+ROWS = (
+    ("baseline_rgb", "Baseline", "RGB frames", "baseline_rgb.py", None),
+    ("baseline_layout", "Baseline", "Obj. detections", "baseline_layout.py", None),
+    ("baseline_flow", "Baseline", "Optical flow", "baseline_flow.py", None),
+    ("teacher_rgb_layout", "Teacher", "RGB frames & Obj. detections", "teacher.py",
+     "rgb+layout"),
+    ("student_rgb_layout", "Student", "RGB frames", "distill.py", "rgb+layout"),
+    ("teacher_rgb_flow", "Teacher", "RGB frames & Optical flow", "teacher.py", "rgb+flow"),
+    ("student_rgb_flow", "Student", "RGB frames", "distill.py", "rgb+flow"),
+    ("teacher_rgb_flow_layout", "Teacher", "RGB frames & Optical flow & Obj. detections",
+     "teacher.py", "rgb+flow+layout"),
+    ("omnivore", "Omnivore", "RGB frames", "omnivore.py", None),
+    ("student_rgb_flow_layout", "Student", "RGB frames", "distill.py", "rgb+flow+layout"),
+)
+SPLIT_NAMES = {"standard": "Something-Synthetic (standard)",
+               "compositional": "Something-Synthetic (compositional)"}
+
+
+def run_config(table: ml_collections.ConfigDict, row: tuple, preset: str,
+               seed: int) -> ml_collections.ConfigDict:
+    """The config of one row: its config file at the split's preset, plus the table's overrides."""
+    row_id, _, _, config_file, teacher = row
+    arg = preset + (f",teacher={teacher}" if teacher else "")
+    cfg = members_lib.load_config_file(os.path.join(table.config_dir, config_file), arg)
+    cfg.seed = seed
+    members_lib.apply_overrides(cfg, table.overrides)
+    for spec in cfg.teacher.members:
+        # Members are this table's baselines of the same split and seed, trained as rows.
+        spec.workdir = os.path.join("..", os.path.basename(spec.workdir))
+        spec.overrides = ",".join(filter(None, [f"seed={seed}", table.overrides]))
+    return cfg
+
+
+def _finished(workdir: str) -> dict | None:
+    path = os.path.join(workdir, members_lib.RESULTS_FILE)
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """The `table1` trainer: runs (or reuses) every row, then writes the table, JSON and plot."""
+    from mmkd_jax.train import evaluate, trainer
+
+    runners = {"teacher.py": evaluate.run}
+    results: dict = {}
+    start = time.time()
+    for split, preset in config.splits.items():
+        for seed in config.seeds:
+            for row in ROWS:
+                wd = os.path.join(workdir, split, f"seed{seed}", row[0])
+                done = _finished(wd)
+                if done is None:
+                    logging.info("Table 1: %s / seed %d / %s -> %s", split, seed, row[0], wd)
+                    cfg = run_config(config, row, preset, seed)
+                    done = runners.get(row[3], trainer.train_and_evaluate)(cfg, wd)
+                else:
+                    logging.info("Table 1: reusing finished run %s", wd)
+                results.setdefault(split, {}).setdefault(row[0], []).append(done["final"])
+    table = summarize(results)
+    table["wall_time_s"] = time.time() - start
+    table["seeds"] = list(config.seeds)
+    write_outputs(table, workdir)
+    print(open(os.path.join(workdir, "table1.md")).read(), flush=True)
+    return table
+
+
+def summarize(results: dict) -> dict:
+    """Mean and std over seeds per (split, row, metric), the student gains and the claims."""
+    cells = {}
+    for split, rows in results.items():
+        for row_id, finals in rows.items():
+            for metric in ("top1", "top5"):
+                values = np.array([f[metric] for f in finals], dtype=np.float64)
+                cells.setdefault(split, {}).setdefault(row_id, {})[metric] = {
+                    "mean": float(values.mean()), "std": float(values.std()),
+                    "values": values.tolist()}
+    return {"cells": cells, "claims": claims(cells)}
+
+
+def claims(cells: dict) -> list[dict]:
+    """The paper's five qualitative claims, each with its margin and the seed std it must beat."""
+    def m(split, row, metric="top1"):
+        return cells[split][row][metric]["mean"]
+
+    def s(split, row, metric="top1"):
+        return cells[split][row][metric]["std"]
+
+    out = []
+
+    def check(text, margin, noise):
+        out.append({"claim": text, "margin": float(margin), "std": float(noise),
+                    "holds": bool(margin > noise)})
+
+    splits = [sp for sp in ("standard", "compositional") if sp in cells]
+    teachers = [r[0] for r in ROWS if r[1] == "Teacher"]
+    students = [r[0] for r in ROWS if r[1] == "Student"]
+    for sp in splits:
+        for t in teachers:
+            check(f"{t} beats baseline_rgb ({sp})", m(sp, t) - m(sp, "baseline_rgb"),
+                  max(s(sp, t), s(sp, "baseline_rgb")))
+    for sp in splits:
+        for st in students:
+            check(f"{st} beats baseline_rgb ({sp})", m(sp, st) - m(sp, "baseline_rgb"),
+                  max(s(sp, st), s(sp, "baseline_rgb")))
+    if len(splits) == 2:
+        for st in students:
+            gain = {sp: m(sp, st) - m(sp, "baseline_rgb") for sp in splits}
+            check(f"{st}: gain larger on compositional than standard",
+                  gain["compositional"] - gain["standard"],
+                  max(s(sp, r) for sp in splits for r in (st, "baseline_rgb")))
+    for sp in splits:
+        check(f"student_rgb_flow_layout beats omnivore ({sp})",
+              m(sp, "student_rgb_flow_layout") - m(sp, "omnivore"),
+              max(s(sp, "student_rgb_flow_layout"), s(sp, "omnivore")))
+    if len(splits) == 2:
+        drop = {r: m("standard", r) - m("compositional", r)
+                for r in ("baseline_rgb", "baseline_layout", "baseline_flow")}
+        for other in ("baseline_layout", "baseline_flow"):
+            check(f"baseline_rgb loses more standard->compositional than {other}",
+                  drop["baseline_rgb"] - drop[other],
+                  max(s(sp, r) for sp in splits for r in ("baseline_rgb", other)))
+    return out
+
+
+def _cell(cells, split, row_id, metric, seeds) -> str:
+    c = cells[split][row_id][metric]
+    text = f"{c['mean']:.1f}" + (f" ± {c['std']:.1f}" if seeds > 1 else "")
+    if row_id.startswith("student"):
+        gain = c["mean"] - cells[split]["baseline_rgb"][metric]["mean"]
+        text += f" <sub>{gain:+.1f}</sub>"
+    return text
+
+
+def markdown(table: dict) -> str:
+    cells, seeds = table["cells"], len(table["seeds"])
+    splits = [sp for sp in ("standard", "compositional") if sp in cells]
+    head = "| Method | Modalities at inference | " + " | ".join(
+        f"{SPLIT_NAMES[sp]} Top 1 | Top 5" for sp in splits) + " |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(splits))]
+    for row_id, kind, modalities, _, _ in ROWS:
+        values = " | ".join(_cell(cells, sp, row_id, k, seeds)
+                            for sp in splits for k in ("top1", "top5"))
+        lines.append(f"| {kind} (`{row_id}`) | {modalities} | {values} |")
+    lines += ["", f"Top-1/top-5 accuracy (%), mean ± std over seeds {table['seeds']}; "
+              "student gain over the RGB baseline as subscript.", "",
+              "| claim | margin (top-1 points) | seed std | holds |", "|---|---|---|---|"]
+    lines += [f"| {c['claim']} | {c['margin']:+.2f} | {c['std']:.2f} | "
+              f"{'yes' if c['holds'] else '**no**'} |" for c in table["claims"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = table["cells"]
+    splits = [sp for sp in ("standard", "compositional") if sp in cells]
+    row_ids = [r[0] for r in ROWS]
+    x = np.arange(len(row_ids))
+    width = 0.8 / len(splits)
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    for i, sp in enumerate(splits):
+        means = [cells[sp][r]["top1"]["mean"] for r in row_ids]
+        stds = [cells[sp][r]["top1"]["std"] for r in row_ids]
+        ax.bar(x + (i - (len(splits) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+               label=SPLIT_NAMES[sp])
+    ax.set_xticks(x, [r.replace("_", "\n", 1) for r in row_ids], fontsize=8)
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"Table 1 on the synthetic dataset (seeds {table['seeds']})")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(table: dict, workdir: str) -> None:
+    with open(os.path.join(workdir, "table1.json"), "w") as f:
+        json.dump(table, f, indent=2)
+    with open(os.path.join(workdir, "table1.md"), "w") as f:
+        f.write(markdown(table))
+    plot(table, os.path.join(workdir, "table1.png"))
