@@ -7,11 +7,15 @@ or a TPU pod slice (each host runs it; `jax.distributed` joins them).
 """
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+# TF's C++ INFO lines (tf.data, XLA service) are noise next to the progress lines.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/distill.py "
                                           "or configs/distill.py:ssv2.", lock_config=True)
@@ -45,14 +49,24 @@ def main(argv) -> None:
     available[config.trainer](config, workdir)
 
 
-def _log_to_file(workdir: str) -> None:
-    """Keeps a copy of the log in the workdir (stderr stays as it is)."""
-    import logging as std_logging
+# Libraries whose INFO lines (per-array checkpoint chatter) would drown the progress lines.
+_QUIET_PATHS = ("/orbax/", "/tensorstore/", "/clu/")
 
+
+def _quiet(record) -> bool:
+    return record.levelno >= std_logging.ERROR or not any(p in record.pathname
+                                                      for p in _QUIET_PATHS)
+
+
+def _log_to_file(workdir: str) -> None:
+    """Keeps a copy of the log in the workdir (stderr stays as it is), without library noise."""
     os.makedirs(workdir, exist_ok=True)
     handler = std_logging.FileHandler(os.path.join(workdir, "log.txt"))
     handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.get_absl_logger().addHandler(handler)
+    # absl's own stderr handler sits on the root logger.
+    for h in logging.get_absl_logger().handlers + std_logging.getLogger().handlers:
+        h.addFilter(_quiet)
 
 
 def run() -> None:

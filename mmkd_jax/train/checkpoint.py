@@ -32,8 +32,13 @@ class Checkpointer:
             # best_fn only makes orbax write the metrics next to each step (read by best_step).
             best_fn=lambda m: m[BEST_METRIC], best_mode="max",
             read_only=read_only, create=not read_only)
+        # Explicit handlers (not just item names) let a reader see an item's metadata (shapes,
+        # dtypes) before restoring it, so params restore onto any topology without a model.
         self.manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("params", "opt_state", "meta"))
+            self.directory, options=options,
+            item_handlers={"params": ocp.StandardCheckpointHandler(),
+                           "opt_state": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()})
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -61,10 +66,18 @@ class Checkpointer:
         return out["params"], out["opt_state"], out["meta"]
 
     def restore_params(self, step: int, abstract_params=None):
-        """Params only (teacher members, predict, export). Without a target: as saved, on host."""
-        arg = (ocp.args.StandardRestore(abstract_params) if abstract_params is not None
-               else ocp.args.StandardRestore())
-        return self.manager.restore(step, args=ocp.args.Composite(params=arg))["params"]
+        """Params only (teacher members, predict, export).
+
+        Without a target, the saved shapes and dtypes are restored onto this process's first
+        device, whatever topology wrote the checkpoint.
+        """
+        if abstract_params is None:
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            saved = self.manager.item_metadata(step)["params"]
+            abstract_params = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
+        return self.manager.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract_params)))["params"]
 
     def restore_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(

@@ -77,6 +77,5 @@ def print_table(rows: list[tuple[str, dict]]) -> None:
         lines.append(f"{name:<32} {r.get('top1', float('nan')):7.2f} "
                      f"{r.get('top5', float('nan')):7.2f}")
     text = "\n".join(lines)
-    logging.info("Eval (%s):\n%s", PROTOCOL, text)
     if jax.process_index() == 0:
         print(f"\nEval ({PROTOCOL}):\n{text}\n", flush=True)

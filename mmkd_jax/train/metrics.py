@@ -17,21 +17,23 @@ class Writer:
 
     def __init__(self, workdir: str, name: str = ""):
         self.is_main = jax.process_index() == 0
-        self.tb = metric_writers.create_default_writer(
-            workdir, just_logging=not self.is_main, asynchronous=False)
+        # TensorBoard only: progress lines are logged by `log_progress`, not once more here.
+        self.tb = metric_writers.SummaryWriter(workdir) if self.is_main else None
         self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if self.is_main else None
         self.name = name
 
     def write(self, step: int, scalars: dict) -> None:
         scalars = {k: float(v) for k, v in scalars.items()}
-        self.tb.write_scalars(step, scalars)
+        if self.tb:
+            self.tb.write_scalars(step, scalars)
         if self.jsonl:
             self.jsonl.write(json.dumps({"step": step, "time": time.time(), **scalars}) + "\n")
             self.jsonl.flush()
 
     def close(self) -> None:
-        self.tb.flush()
-        self.tb.close()
+        if self.tb:
+            self.tb.flush()
+            self.tb.close()
         if self.jsonl:
             self.jsonl.close()
 

@@ -18,15 +18,21 @@ HOST_KEYS = ("video_id",)
 
 
 def maybe_initialize_distributed(enabled: bool | None = None) -> None:
-    """Joins a multi-process run: explicit flag, or the JAX coordinator env vars, or a pod.
+    """Joins a multi-process run when asked to, or when the coordinator env vars are set.
 
-    `jax.distributed.initialize()` with no arguments auto-detects TPU pods, SLURM and the
-    `JAX_COORDINATOR_ADDRESS`/`JAX_NUM_PROCESSES`/`JAX_PROCESS_ID` environment variables.
+    Explicit set-up (any cluster, or several processes on one machine):
+    `JAX_COORDINATOR_ADDRESS=host:port JAX_NUM_PROCESSES=n JAX_PROCESS_ID=i`. With `enabled`
+    and no env vars, `jax.distributed.initialize()` auto-detects TPU pods, SLURM and others.
     """
+    env = {"coordinator_address": os.environ.get("JAX_COORDINATOR_ADDRESS"),
+           "num_processes": os.environ.get("JAX_NUM_PROCESSES"),
+           "process_id": os.environ.get("JAX_PROCESS_ID")}
+    explicit = {k: (int(v) if k != "coordinator_address" else v)
+                for k, v in env.items() if v}
     if enabled is None:
-        enabled = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
+        enabled = bool(explicit)
     if enabled and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+        jax.distributed.initialize(**explicit)
         logging.info("Joined distributed run: process %d of %d, %d local / %d global devices",
                      jax.process_index(), jax.process_count(), jax.local_device_count(),
                      jax.device_count())
