@@ -1,0 +1,114 @@
+"""Transformer building blocks shared by TimeSformer and STLT: attention, MLP, drop-path."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+# Exact (erf) GELU, as in PyTorch / Hugging Face "gelu"; flax defaults to the tanh approximation.
+gelu = lambda x: jax.nn.gelu(x, approximate=False)
+
+ATTENTION_IMPLS = ("xla", "dot_product_attention")
+
+
+def trunc_normal(stddev: float = 0.02):
+    """Truncated normal at +-2 std, the timm / TimeSformer initialiser."""
+    return nn.initializers.truncated_normal(stddev=stddev)
+
+
+def _xla_attention(q, k, v, mask, dropout_fn):
+    """Softmax attention written out; softmax in float32 so bf16 compute stays stable."""
+    scale = q.shape[-1] ** -0.5
+    # The reference computes (q @ k^T) * scale; keep that order for float32 parity.
+    logits = jnp.einsum("...qhd,...khd->...hqk", q, k) * scale
+    logits = logits.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    probs = dropout_fn(probs)
+    return jnp.einsum("...hqk,...khd->...qhd", probs, v)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused `qkv` projection and an output `proj`.
+
+    `mask` is boolean, True where a query may attend to a key, broadcastable to
+    (batch, heads, queries, keys).
+    """
+
+    num_heads: int
+    qkv_bias: bool = True
+    attention_dropout: float = 0.0
+    dropout: float = 0.0
+    impl: str = "xla"
+    dtype: Dtype = jnp.float32
+    kernel_init: Any = trunc_normal()
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool, mask: jnp.ndarray | None = None):
+        *batch, length, dim = x.shape
+        head_dim = dim // self.num_heads
+        qkv = nn.Dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype,
+                       kernel_init=self.kernel_init, name="qkv")(x)
+        # Output channels are laid out (3, heads, head_dim) as in timm / PyTorch in_proj.
+        qkv = qkv.reshape(*batch, length, 3, self.num_heads, head_dim)
+        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+        drop = nn.Dropout(self.attention_dropout, deterministic=not train)
+        if self.impl == "xla":
+            out = _xla_attention(q, k, v, mask, drop)
+        elif self.impl == "dot_product_attention":
+            if train and self.attention_dropout > 0:
+                raise ValueError("attention='dot_product_attention' has no attention dropout")
+            lead = q.shape[:-3]
+            flat = lambda t: t.reshape((-1,) + t.shape[-3:])
+            if mask is not None:
+                mask = jnp.broadcast_to(mask, lead + (self.num_heads, length, length))
+                mask = mask.reshape((-1,) + mask.shape[-3:])
+            out = jax.nn.dot_product_attention(flat(q), flat(k), flat(v), mask=mask)
+            out = out.reshape(q.shape)
+        else:
+            raise ValueError(f"unknown attention {self.impl!r}; expected one of {ATTENTION_IMPLS}")
+        out = out.reshape(*batch, length, dim)
+        out = nn.Dense(dim, dtype=self.dtype, kernel_init=self.kernel_init, name="proj")(out)
+        return nn.Dropout(self.dropout, deterministic=not train)(out)
+
+
+class Mlp(nn.Module):
+    """fc1 -> exact GELU -> dropout -> fc2 -> dropout."""
+
+    hidden_dim: int
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+    kernel_init: Any = trunc_normal()
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        dim = x.shape[-1]
+        x = nn.Dense(self.hidden_dim, dtype=self.dtype, kernel_init=self.kernel_init,
+                     name="fc1")(x)
+        x = nn.Dropout(self.dropout, deterministic=not train)(gelu(x))
+        x = nn.Dense(dim, dtype=self.dtype, kernel_init=self.kernel_init, name="fc2")(x)
+        return nn.Dropout(self.dropout, deterministic=not train)(x)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero the whole residual branch of an example with probability `rate`.
+
+    The mask is drawn per leading-axis entry (one video), from the "dropout" RNG stream, and
+    kept branches are scaled by 1/(1-rate) so the expectation is unchanged.
+    """
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        if not train or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
