@@ -1,0 +1,206 @@
+"""The tf.data input pipeline (docs/architecture.md §2): train and eval iterators of NumPy dicts.
+
+Training order and augmentation are a pure function of (seed, step, num_shards): the train split
+is cut into `num_shards` contiguous shards, each with its own epoch loop (a file-order permutation
+and a block shuffle seeded by (seed, shard, epoch)), and per-example augmentation seeded by
+(seed, shard, epoch, position). The global batch is one `B / num_shards` sub-batch per shard, in
+shard order; process p of n reads the shards j with j % n == p. See docs/pipeline.md.
+"""
+import math
+from collections.abc import Iterable, Iterator, Sequence
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mmkd_jax.data import records, seeds, views
+
+_FOREVER = 2**62
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+    """Defaults every config starts from (paper values; small variants override sizes)."""
+    c = ml_collections.ConfigDict()
+    c.name = "something_synthetic/standard"  # TFDS name incl. config
+    c.data_dir = None  # None = TFDS default (~/tensorflow_datasets)
+    c.train_split = "train"
+    c.eval_split = "validation"
+    c.num_frames = 8
+    c.image_size = 224
+    c.num_boxes = 8  # K box slots the models see (records are padded/truncated to it)
+    c.flow_channels = 2  # 2: (x, y); 3: adds 0.5 * (x + y)
+    c.scale_range = (1.15, 1.43)  # short side -> int(image_size * U(scale_range)) in training
+    c.color_jitter = True
+    c.jit_photometric = True  # XLA-fuse jitter + normalisation (~4x less CPU for that step)
+    # Training order is a function of (seed, step, num_shards): set it explicitly (a multiple of
+    # every process count you will run with) to keep the order when the host count changes.
+    c.num_shards = 0  # 0 = process count
+    c.shuffle_buffer = 1024  # records per shuffled block, per shard (memory: ~1 GB at SSv2 size)
+    c.file_cycle_length = 16  # record files read round-robin per shard
+    c.num_parallel_calls = -1  # -1 = tf.data.AUTOTUNE
+    c.prefetch = 2  # batches; -1 = AUTOTUNE
+    c.threads = 0  # private tf.data thread pool size; 0 = TF's shared pool
+    return c
+
+
+def _parallelism(value: int) -> int:
+    return tf.data.AUTOTUNE if value is None or value < 0 else int(value)
+
+
+def _builder(data_cfg) -> tfds.core.DatasetBuilder:
+    return records.load_builder(data_cfg.name, data_cfg.get("data_dir"))
+
+
+def _options(data_cfg) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    # Parallelism comes from tf.data's map; one thread per op avoids oversubscribing the cores.
+    options.threading.max_intra_op_parallelism = 1
+    if data_cfg.get("threads", 0):
+        options.threading.private_threadpool_size = int(data_cfg.threads)
+    return options
+
+
+def num_shards(data_cfg, process_count: int) -> int:
+    shards = int(data_cfg.get("num_shards", 0)) or process_count
+    if shards % process_count:
+        raise ValueError(f"data.num_shards={shards} must be a multiple of the process count "
+                         f"{process_count} (each process reads whole shards)")
+    return shards
+
+
+def _shard_batch(global_batch_size: int, shards: int) -> int:
+    if global_batch_size % shards:
+        raise ValueError(f"global batch {global_batch_size} is not divisible by "
+                         f"data.num_shards={shards}")
+    return global_batch_size // shards
+
+
+def steps_per_epoch(data_cfg, global_batch_size: int, process_count: int | None = None) -> int:
+    """(examples in the smallest train shard) // (B / num_shards); the remainder is dropped.
+
+    `process_count` only matters when `data_cfg.num_shards` is 0 (default: jax.process_count()).
+    """
+    if process_count is None:
+        import jax  # only to resolve num_shards = 0; the pipeline itself is TF-only
+        process_count = jax.process_count()
+    shards = num_shards(data_cfg, process_count)
+    parts = records.even_parts(_builder(data_cfg), data_cfg.train_split, shards)
+    return min(records.count(p) for p in parts) // _shard_batch(global_batch_size, shards)
+
+
+def num_examples(data_cfg, split: str | None = None) -> int:
+    """Examples in `split` (default: the eval split); slices like "train[:10%]" work."""
+    return _builder(data_cfg).info.splits[split or data_cfg.eval_split].num_examples
+
+
+def label_names(data_cfg) -> list[str]:
+    """Class names ordered by class id (`builder.info.metadata["label_names"]`)."""
+    return records.label_names(_builder(data_cfg))
+
+
+def _block_shuffle(ds: tf.data.Dataset, block: int, seed: tf.Tensor) -> tf.data.Dataset:
+    """Permutes each run of `block` consecutive records with its own stateless seed."""
+    shuffle = lambda i, b: tf.random.experimental.stateless_shuffle(b, seeds.fold(seed, i))
+    return ds.batch(block).enumerate().map(shuffle).unbatch()
+
+
+def _shard_stream(data_cfg, instructions: list, shard: int, seed: int, per_epoch: int,
+                  start: int) -> tf.data.Dataset:
+    """(serialized record, example seed) of one shard, forever, from record number `start`."""
+    root = seeds.fold(seeds.base_seed(seed), shard)
+    first_epoch, skip = divmod(start, per_epoch)
+    block = max(1, int(data_cfg.shuffle_buffer))
+
+    def epoch(e):
+        file_seed, block_seed, example_seed = tf.unstack(
+            tf.random.experimental.stateless_split(seeds.fold(root, e), 3))
+        order = tf.random.experimental.stateless_shuffle(tf.range(len(instructions)), file_seed)
+        recs = records.read_serialized(instructions, order, int(data_cfg.file_cycle_length))
+        recs = _block_shuffle(recs, block, block_seed).take(per_epoch)
+        ds = tf.data.Dataset.zip(recs, tf.data.Dataset.range(per_epoch))
+        # Resume: drop already-seen records while still serialized (no parse, no decode).
+        ds = ds.skip(tf.where(e == first_epoch, tf.constant(skip, tf.int64), 0))
+        return ds.map(lambda rec, pos: (rec, seeds.fold(example_seed, pos)))
+
+    return tf.data.Dataset.range(first_epoch, _FOREVER).flat_map(epoch)
+
+
+def _concat_batches(*batches: dict) -> dict:
+    return {k: tf.concat([b[k] for b in batches], 0) for k in batches[0]}
+
+
+def train_dataset(data_cfg, keys: Sequence[str], global_batch_size: int, *, seed: int,
+                  start_step: int = 0, process_index: int = 0,
+                  process_count: int = 1) -> tf.data.Dataset:
+    """This process's part of every global training batch from `start_step` on (infinite)."""
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    builder = _builder(data_cfg)
+    shards = num_shards(data_cfg, process_count)
+    batch = _shard_batch(global_batch_size, shards)
+    parts = records.even_parts(builder, data_cfg.train_split, shards)
+    spe = min(records.count(p) for p in parts) // batch
+    if spe == 0:
+        raise ValueError(f"{data_cfg.train_split} of {data_cfg.name}: the smallest of {shards} "
+                         f"shards has {min(records.count(p) for p in parts)} examples, fewer "
+                         f"than one per-shard batch of {batch}")
+    spec = views.ViewSpec.from_config(data_cfg)
+    fn = views.example_fn(builder.info.features.tf_example_spec, spec, tuple(keys), train=True)
+    parallel = _parallelism(data_cfg.num_parallel_calls)
+    per_shard = []
+    for shard in range(process_index, shards, process_count):
+        ds = _shard_stream(data_cfg, parts[shard], shard, seed, spe * batch, start_step * batch)
+        per_shard.append(ds.map(fn, num_parallel_calls=parallel).batch(batch, drop_remainder=True))
+    ds = per_shard[0] if len(per_shard) == 1 else tf.data.Dataset.zip(
+        tuple(per_shard)).map(_concat_batches)
+    return ds.prefetch(_parallelism(data_cfg.prefetch)).with_options(_options(data_cfg))
+
+
+def train_iterator(data_cfg, keys: Sequence[str], global_batch_size: int, *, seed: int,
+                   start_step: int = 0, process_index: int = 0,
+                   process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    """Infinite iterator of host-local training batches (dicts of NumPy arrays).
+
+    Batch `k` of an iterator started at `start_step` equals batch `start_step + k` of one started
+    at 0, and the concatenation over processes of the local batches is the same for any process
+    count that divides `data_cfg.num_shards`.
+    """
+    return iter(tfds.as_numpy(train_dataset(
+        data_cfg, keys, global_batch_size, seed=seed, start_step=start_step,
+        process_index=process_index, process_count=process_count)))
+
+
+def eval_dataset(data_cfg, keys: Sequence[str], global_batch_size: int, *,
+                 split: str | None = None, process_index: int = 0,
+                 process_count: int = 1) -> tf.data.Dataset:
+    """This process's eval batches: a contiguous part of the split, padded with mask-0 examples
+    so that every process runs the same number of batches."""
+    if global_batch_size % process_count:
+        raise ValueError(f"eval batch {global_batch_size} not divisible by {process_count} "
+                         "processes")
+    builder = _builder(data_cfg)
+    batch = global_batch_size // process_count
+    parts = records.even_parts(builder, split or data_cfg.eval_split, process_count)
+    counts = [records.count(p) for p in parts]
+    num_batches = math.ceil(max(counts) / batch)
+    spec = views.ViewSpec.from_config(data_cfg)
+    fn = views.example_fn(builder.info.features.tf_example_spec, spec, tuple(keys), train=False,
+                          with_id=True)
+    no_seed = tf.zeros([2], tf.int32)
+    ds = records.read_serialized(parts[process_index]).map(
+        lambda rec: fn(rec, no_seed), num_parallel_calls=_parallelism(data_cfg.num_parallel_calls))
+    padding = tf.data.Dataset.from_tensors(views.padding_example(spec, tuple(keys), True))
+    ds = ds.concatenate(padding.repeat(num_batches * batch - counts[process_index]))
+    ds = ds.batch(batch).prefetch(_parallelism(data_cfg.prefetch))
+    return ds.with_options(_options(data_cfg))
+
+
+def eval_iterator(data_cfg, keys: Sequence[str], global_batch_size: int, *,
+                  split: str | None = None, process_index: int = 0,
+                  process_count: int = 1) -> Iterable[dict[str, np.ndarray]]:
+    """Finite, re-iterable eval batches with `mask` (1 real, 0 padding) and host-side
+    `video_id` (bytes; strip it before device_put). Every example appears exactly once."""
+    return tfds.as_numpy(eval_dataset(data_cfg, keys, global_batch_size, split=split,
+                                      process_index=process_index, process_count=process_count))
