@@ -23,7 +23,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     """Defaults every config starts from (paper values; small variants override sizes)."""
     c = ml_collections.ConfigDict()
     c.name = "something_synthetic/standard"  # TFDS name incl. config
-    c.data_dir = None  # None = TFDS default (~/tensorflow_datasets)
+    c.data_dir = ""  # "" = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
     c.train_split = "train"
     c.eval_split = "validation"
     c.num_frames = 8
@@ -49,7 +49,7 @@ def _parallelism(value: int) -> int:
 
 
 def _builder(data_cfg) -> tfds.core.DatasetBuilder:
-    return records.load_builder(data_cfg.name, data_cfg.get("data_dir"))
+    return records.load_builder(data_cfg.name, data_cfg.get("data_dir") or None)
 
 
 def _options(data_cfg) -> tf.data.Options:
