@@ -80,8 +80,6 @@ def base_config(arg: str | None, modality: str) -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "stlt" if modality == "layout" else "timesformer"
-    c.model.num_frames = 8
-    c.model.num_classes = -1  # -1: taken from the dataset's label map at start-up
     # ImageNet or other weights to start from (mmkd_jax.convert.init_from); kind '' = random.
     c.model.init_from = ml_collections.ConfigDict({"kind": "", "path": ""})
 
@@ -117,7 +115,29 @@ def base_config(arg: str | None, modality: str) -> ml_collections.ConfigDict:
         _paper_setup(c)
     else:
         _synthetic_setup(c, tiny=preset.startswith("tiny"))
+    # Every architecture field is spelled out so that `--config.model.<field>=...` works and
+    # config.json records the exact model.
+    c.model.update({**_ARCH_DEFAULTS[c.model.name], **_variant_fields(c.model),
+                    **{k: v for k, v in c.model.items() if k != "init_from"}})
+    c.model.num_classes = -1  # taken from the dataset's label map at start-up
+    c.model.num_frames = c.data.num_frames
     return c
+
+
+# Fields not in the named variants, shown with their defaults.
+_ARCH_DEFAULTS = {
+    "timesformer": {"in_channels": 3, "drop_path_rate": 0.0, "dropout": 0.0, "dtype": "float32",
+                    "remat": False, "attention": "xla"},
+    "stlt": {"dropout": 0.1, "dtype": "float32"},
+}
+
+
+def _variant_fields(model: ml_collections.ConfigDict) -> dict:
+    from mmkd_jax.models import MODELS  # JAX/Flax only, no TF
+
+    fields = dict(MODELS[model.name][1][model.variant])
+    fields.pop("num_classes", None)
+    return fields
 
 
 def _paper_setup(c: ml_collections.ConfigDict) -> None:
@@ -127,7 +147,7 @@ def _paper_setup(c: ml_collections.ConfigDict) -> None:
     c.log_every_steps = 50
     c.checkpoint_every_steps = 2000
     if c.model.name == "stlt":
-        c.model.variant = "iccv23"
+        c.model.variant = "bmvc21"  # the STLT the paper cites ([15], BMVC 2021)
         c.optim.lr = 1e-4
     else:
         c.model.variant = "B/16"
