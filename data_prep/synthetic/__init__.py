@@ -1,0 +1,1 @@
+"""The procedural generator behind `something_synthetic` (pure NumPy/OpenCV, no TF)."""
