@@ -65,7 +65,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     runners = {"teacher.py": evaluate.run}
     results: dict = {}
     start = time.time()
-    for split, preset in config.splits.items():
+    splits = [(sp, config.splits[sp]) for sp in ("standard", "compositional")
+              if sp in config.splits]
+    for split, preset in splits:
         for seed in config.seeds:
             for row in ROWS:
                 wd = os.path.join(workdir, split, f"seed{seed}", row[0])
