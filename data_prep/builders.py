@@ -20,7 +20,8 @@ DATA_PREP_DIR = os.path.dirname(os.path.abspath(__file__))
 # dataset name -> builder module (TFDS's `<name>/<name>_dataset_builder.py` folder convention).
 BUILDER_MODULES = {
     name: f"data_prep.{name}.{name}_dataset_builder"
-    for name in ("something_something_v2", "something_else", "something_synthetic")
+    for name in ("something_something_v2", "something_else", "something_synthetic",
+                 "video_folder")
 }
 # Datasets generated from code alone: built on first `load`, no manual files needed.
 GENERATED = ("something_synthetic",)

@@ -2,6 +2,8 @@
 
 The config decides what runs (`config.trainer`): `train` for baselines, omnivore and
 distillation, `evaluate` for a teacher ensemble, `table1` for the paper's table in miniature.
+`--config.mode=predict` instead writes per-video predictions and pooled features of the run's
+checkpoint (mmkd_jax/analysis.py).
 Override any field with `--config.field=value`. The same command runs on one CPU, several GPUs,
 or a TPU pod slice (each host runs it; `jax.distributed` joins them).
 """
@@ -34,6 +36,12 @@ def trainers() -> dict:
     return {"train": trainer.train_and_evaluate, "evaluate": evaluate.run, "table1": table1.run}
 
 
+def modes() -> dict:
+    """`config.mode` -> what runs; "train" runs `config.trainer`."""
+    from mmkd_jax import analysis
+    return {"predict": analysis.run}
+
+
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -41,12 +49,18 @@ def main(argv) -> None:
     sharding.maybe_initialize_distributed(_MULTIPROCESS.value)
     config = _CONFIG.value
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
-    available = trainers()
-    if config.trainer not in available:
-        raise app.UsageError(f"config.trainer={config.trainer!r}; choose one of "
-                             f"{sorted(available)}.")
+    mode = config.get("mode", "train")
+    if mode == "train":
+        runners, key = trainers(), config.trainer
+        if key not in runners:
+            raise app.UsageError(f"config.trainer={key!r}; choose one of {sorted(runners)}.")
+    else:
+        runners, key = modes(), mode
+        if key not in runners:
+            raise app.UsageError(f"config.mode={key!r}; choose one of "
+                                 f"{sorted(['train', *runners])}.")
     _log_to_file(workdir)
-    available[config.trainer](config, workdir)
+    runners[key](config, workdir)
 
 
 # Libraries whose INFO lines (per-array checkpoint chatter) would drown the progress lines.

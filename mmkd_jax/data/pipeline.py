@@ -173,10 +173,14 @@ def train_iterator(data_cfg, keys: Sequence[str], global_batch_size: int, *, see
 
 
 def eval_dataset(data_cfg, keys: Sequence[str], global_batch_size: int, *,
-                 split: str | None = None, process_index: int = 0,
-                 process_count: int = 1) -> tf.data.Dataset:
+                 split: str | None = None, process_index: int = 0, process_count: int = 1,
+                 num_clips: int = 1, num_crops: int = 1) -> tf.data.Dataset:
     """This process's eval batches: a contiguous part of the split, padded with mask-0 examples
-    so that every process runs the same number of batches."""
+    so that every process runs the same number of batches.
+
+    With `num_clips` x `num_crops` > 1 views, every model key gets a view axis after the batch
+    axis, (B, V, ...) (`views.multiview_example_fn`); 1 x 1 is the paper's single view, without
+    that axis."""
     if global_batch_size % process_count:
         raise ValueError(f"eval batch {global_batch_size} not divisible by {process_count} "
                          "processes")
@@ -186,21 +190,46 @@ def eval_dataset(data_cfg, keys: Sequence[str], global_batch_size: int, *,
     counts = [records.count(p) for p in parts]
     num_batches = math.ceil(max(counts) / batch)
     spec = views.ViewSpec.from_config(data_cfg)
-    fn = views.example_fn(builder.info.features.tf_example_spec, spec, tuple(keys), train=False,
-                          with_id=True)
+    num_views = num_clips * num_crops
+    if num_views == 1:
+        fn = views.example_fn(builder.info.features.tf_example_spec, spec, tuple(keys),
+                              train=False, with_id=True)
+    else:
+        fn = views.multiview_example_fn(builder.info.features.tf_example_spec, spec, tuple(keys),
+                                        num_clips, num_crops, with_id=True)
     no_seed = tf.zeros([2], tf.int32)
     ds = records.read_serialized(parts[process_index]).map(
         lambda rec: fn(rec, no_seed), num_parallel_calls=_parallelism(data_cfg.num_parallel_calls))
-    padding = tf.data.Dataset.from_tensors(views.padding_example(spec, tuple(keys), True))
+    padding = tf.data.Dataset.from_tensors(views.padding_example(
+        spec, tuple(keys), True, num_views if num_views > 1 else 0))
     ds = ds.concatenate(padding.repeat(num_batches * batch - counts[process_index]))
     ds = ds.batch(batch).prefetch(_parallelism(data_cfg.prefetch))
     return ds.with_options(_options(data_cfg))
 
 
+def eval_positions(data_cfg, split: str | None = None, process_index: int = 0,
+                   process_count: int = 1) -> np.ndarray:
+    """int64[n]: where each real example this process's eval iterator yields (in its order,
+    padding excluded) stands in the one-process order of `split`, so that per-example outputs
+    gathered from several processes can be put back in one order."""
+    builder = _builder(data_cfg)
+    split = split or data_cfg.eval_split
+    position, n = {}, 0
+    for fi in records.file_instructions(builder, split):
+        for r in range(fi.skip, fi.skip + fi.take):
+            position[(fi.filename, r)] = n
+            n += 1
+    part = records.even_parts(builder, split, process_count)[process_index]
+    return np.array([position[(fi.filename, r)] for fi in part
+                     for r in range(fi.skip, fi.skip + fi.take)], np.int64)
+
+
 def eval_iterator(data_cfg, keys: Sequence[str], global_batch_size: int, *,
-                  split: str | None = None, process_index: int = 0,
-                  process_count: int = 1) -> Iterable[dict[str, np.ndarray]]:
+                  split: str | None = None, process_index: int = 0, process_count: int = 1,
+                  num_clips: int = 1, num_crops: int = 1) -> Iterable[dict[str, np.ndarray]]:
     """Finite, re-iterable eval batches with `mask` (1 real, 0 padding) and host-side
-    `video_id` (bytes; strip it before device_put). Every example appears exactly once."""
+    `video_id` (bytes; strip it before device_put). Every example appears exactly once.
+    `num_clips` x `num_crops` > 1 adds a view axis, see `eval_dataset`."""
     return tfds.as_numpy(eval_dataset(data_cfg, keys, global_batch_size, split=split,
-                                      process_index=process_index, process_count=process_count))
+                                      process_index=process_index, process_count=process_count,
+                                      num_clips=num_clips, num_crops=num_crops))

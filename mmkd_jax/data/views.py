@@ -126,6 +126,22 @@ def omni_choice(seed: tf.Tensor) -> tf.Tensor:
     return tf.minimum(tf.cast(u * len(OMNI_MODALITIES), tf.int32), len(OMNI_MODALITIES) - 1)
 
 
+def clip_outputs(clip: Clip, spec: ViewSpec, keys: Sequence[str],
+                 omni: Callable[[], tf.Tensor]) -> dict:
+    """The asked model keys of one clip; `omni()` gives the omnivore modality index."""
+    out = {}
+    if "rgb" in keys:
+        out["rgb"] = rgb_view(clip, spec)
+    if "flow" in keys:
+        out["flow"] = flow_view(clip, spec, spec.flow_channels)
+    if "boxes" in keys or "categories" in keys:
+        boxes, cats, _ = layout_view(clip, spec)
+        out.update({k: v for k, v in (("boxes", boxes), ("categories", cats)) if k in keys})
+    if "omni" in keys:
+        out["omni"] = omni_view(clip, spec, omni())
+    return out
+
+
 def example_fn(tf_example_spec: dict, spec: ViewSpec, keys: Sequence[str], *, train: bool,
                with_id: bool = False) -> Callable[[tf.Tensor, tf.Tensor], dict]:
     """Map function (serialized record, example seed int32[2]) -> dict of the asked keys.
@@ -153,18 +169,8 @@ def example_fn(tf_example_spec: dict, spec: ViewSpec, keys: Sequence[str], *, tr
             indices = sampling.eval_indices(length, spec.num_frames)
             window, jitter = spatial.eval_window(frame_hw), None
         clip = Clip(rec, indices, window, jitter)
-
-        out = {}
-        if "rgb" in keys:
-            out["rgb"] = rgb_view(clip, spec)
-        if "flow" in keys:
-            out["flow"] = flow_view(clip, spec, spec.flow_channels)
-        if "boxes" in keys or "categories" in keys:
-            boxes, cats, _ = layout_view(clip, spec)
-            out.update({k: v for k, v in (("boxes", boxes), ("categories", cats)) if k in keys})
-        if "omni" in keys:
-            choice = omni_choice(streams["omni"]) if train else tf.constant(0)
-            out["omni"] = omni_view(clip, spec, choice)
+        out = clip_outputs(clip, spec, keys, lambda: (
+            omni_choice(streams["omni"]) if train else tf.constant(0)))
         out["label"] = tf.cast(rec["label"], tf.int32)
         out["mask"] = tf.constant(1.0)
         if with_id:
@@ -174,14 +180,79 @@ def example_fn(tf_example_spec: dict, spec: ViewSpec, keys: Sequence[str], *, tr
     return fn
 
 
-def padding_example(spec: ViewSpec, keys: Sequence[str], with_id: bool) -> dict:
-    """An all-zero example with mask 0 and label 0, shaped like `example_fn`'s output."""
+def padding_example(spec: ViewSpec, keys: Sequence[str], with_id: bool,
+                    num_views: int = 0) -> dict:
+    """An all-zero example with mask 0 and label 0, shaped like `example_fn`'s output (with a
+    leading view axis of `num_views` when > 0, like `multiview_example_fn`'s)."""
     t, s, k = spec.num_frames, spec.image_size, spec.num_boxes
     shapes = {"rgb": ([t, s, s, 3], tf.float32), "flow": ([t, s, s, spec.flow_channels],
               tf.float32), "boxes": ([t, k, 4], tf.float32), "categories": ([t, k], tf.int32),
               "omni": ([t, s, s, 3], tf.float32)}
-    out = {key: tf.zeros(*shapes[key]) for key in keys}
+    views = [num_views] if num_views > 0 else []
+    out = {key: tf.zeros(views + shapes[key][0], shapes[key][1]) for key in keys}
     out.update({"label": tf.constant(0, tf.int32), "mask": tf.constant(0.0)})
     if with_id:
         out["video_id"] = tf.constant(b"")
     return out
+
+
+# --- Multi-view evaluation: num_clips temporal clips x num_crops spatial crops per video.
+CROP_COUNTS = (1, 3)
+
+
+def clip_indices(length: tf.Tensor, num_frames: int, num_clips: int) -> tf.Tensor:
+    """int32[K, T]: clip c of K takes frame `lo + (2c + 1) * (hi - lo) // (2K)` of every
+    segment [lo, hi] - the segment midpoint (`sampling.eval_indices`) for K = 1, K evenly
+    spaced offsets inside each segment otherwise."""
+    lo, hi = sampling.segment_bounds(length, num_frames)
+    c = tf.range(num_clips, dtype=tf.int32)[:, None]
+    return lo[None] + ((2 * c + 1) * (hi - lo)[None]) // (2 * num_clips)
+
+
+def crop_windows(frame_hw: tf.Tensor, num_crops: int) -> tf.Tensor:
+    """float32[C, 4] normalised windows: 1 = the centre square (`spatial.eval_window`); 3 =
+    squares of side min(H, W) at the left, centre and right of a landscape frame (top, centre,
+    bottom of a portrait one), the three-crop test of SlowFast / mmaction2."""
+    if num_crops not in CROP_COUNTS:
+        raise ValueError(f"num_crops={num_crops}; choose one of {CROP_COUNTS}")
+    if num_crops == 1:
+        return spatial.eval_window(frame_hw)[None]
+    h, w = tf.cast(frame_hw[0], tf.float64), tf.cast(frame_hw[1], tf.float64)
+    side = tf.minimum(h, w)
+    top, left = tf.floor((h - side) / 2), tf.floor((w - side) / 2)  # as spatial.eval_window
+    landscape = w >= h
+    tops = tf.where(landscape, tf.fill([3], top), tf.stack([0.0 * h, top, h - side]))
+    lefts = tf.where(landscape, tf.stack([0.0 * w, left, w - side]), tf.fill([3], left))
+    windows = tf.stack([tops / h, lefts / w, tf.fill([3], side / h), tf.fill([3], side / w)], 1)
+    return tf.cast(windows, tf.float32)
+
+
+def multiview_example_fn(tf_example_spec: dict, spec: ViewSpec, keys: Sequence[str],
+                         num_clips: int, num_crops: int, *, with_id: bool = False
+                         ) -> Callable[[tf.Tensor, tf.Tensor], dict]:
+    """Eval map function whose model keys carry a view axis: (V, ...) with V = num_clips x
+    num_crops, view v = clip v // num_crops, crop v % num_crops (clip-major). The seed is
+    ignored; `omni` is the RGB view, as in `example_fn`'s eval."""
+    unknown = set(keys) - set(MODEL_KEYS)
+    if unknown:
+        raise ValueError(f"unknown batch keys {sorted(unknown)}; known: {MODEL_KEYS}")
+    if num_clips < 1 or num_crops not in CROP_COUNTS:
+        raise ValueError(f"num_clips={num_clips} (>= 1), num_crops={num_crops} "
+                         f"(one of {CROP_COUNTS})")
+    parse_spec = {name: tf_example_spec[name] for name in record_features(keys, with_id)}
+
+    def fn(serialized: tf.Tensor, seed: tf.Tensor) -> dict:
+        rec = tf.io.parse_single_example(serialized, parse_spec)
+        indices = clip_indices(tf.size(rec["frames"]), spec.num_frames, num_clips)
+        windows = crop_windows(rec["frame_size"], num_crops)
+        views = [clip_outputs(Clip(rec, indices[c], windows[s], None), spec, keys,
+                              lambda: tf.constant(0))
+                 for c in range(num_clips) for s in range(num_crops)]
+        out = {key: tf.stack([v[key] for v in views]) for key in views[0]}
+        out["label"] = tf.cast(rec["label"], tf.int32)
+        out["mask"] = tf.constant(1.0)
+        if with_id:
+            out["video_id"] = rec["video_id"]
+        return out
+
+    return fn

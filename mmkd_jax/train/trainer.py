@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mmkd_jax import convert, models
+from mmkd_jax import checkpoint_meta, convert, models
 from mmkd_jax.data import pipeline
 from mmkd_jax.train import checkpoint, evaluate, metrics, optim, sharding, state, steps
 from mmkd_jax.train import members as members_lib
@@ -105,18 +105,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             checkpoint.abstract_like(jax.eval_shape(tx.init, params), repl))
         logging.info("Resuming %s from its own checkpoint at step %d (%s).", name, start_step,
                      ckpt.directory)
+        if init_kind:
+            logging.info("Ignoring config.model.init_from (%s %s): it only initialises a fresh "
+                         "run; this workdir resumes its own.", init_kind,
+                         config.model.init_from.path)
     else:
         if init_kind:
             params, report = convert.init_from(init_kind, config.model.init_from.path, module,
-                                               params)
+                                               params,
+                                               label_names=pipeline.label_names(config.data))
             params = jax.device_put(params, repl)
             logging.info("Fine-tuning from %s %s (fresh optimiser, step 0):\n%s", init_kind,
                          config.model.init_from.path, report)
         else:
             logging.info("Training %s from scratch (random init).", name)
         opt_state = jax.jit(tx.init, out_shardings=repl)(params)
-    meta = {"experiment": name, "config": json.loads(config.to_json_best_effort()),
-            "label_names": list(pipeline.label_names(config.data))}
+    meta = checkpoint_meta.build(config, pipeline.label_names(config.data), name)
 
     n_params = sum(x.size for x in jax.tree.leaves(params))
     logging.info(
@@ -129,14 +133,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # --- step
     train_step = jax.jit(steps.make_train_step(module, train_modality, members, tx, lr_fn, config),
                          donate_argnums=(0,))
-    eval_step = steps.make_eval_step(
+    eval_step = steps.make_eval_step(evaluate.view_averaged(
         lambda p, b: module.apply({"params": p}, *models.model_inputs(eval_modality, b),
-                                  train=False))
+                                  train=False)))
     eval_keys = tuple(models.MODALITY_KEYS[eval_modality])
+    views = evaluate.views_of(config)  # (clips, crops); (1, 1) = the paper's single view
 
     def run_eval(params) -> dict:
         return evaluate.eval_loop(eval_step, params, config.data, eval_keys,
-                                  config.batch_size, mesh)
+                                  evaluate.eval_batch_size(config), mesh, views)
 
     # --- loop
     writer = metrics.Writer(workdir)
@@ -174,8 +179,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if is_eval:
                 last_eval = run_eval(train_state["params"])
                 history.append({"step": step, "epoch": step / steps_per_epoch, **last_eval})
-                logging.info("%s eval at step %d (epoch %.2f): top-1 %.2f top-5 %.2f", name,
-                             step, step / steps_per_epoch, last_eval["top1"], last_eval["top5"])
+                logging.info("%s eval at step %d (epoch %.2f): top-1 %.2f top-5 %.2f (%s)",
+                             name, step, step / steps_per_epoch, last_eval["top1"],
+                             last_eval["top5"], evaluate.protocol(views))
                 writer.write(step, {"eval/top1": last_eval["top1"],
                                     "eval/top5": last_eval["top5"]})
             if is_eval or step % ckpt_every == 0 or preemption.requested:
@@ -199,22 +205,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                         read_only=True).best_step()
     results = {"experiment": name, "kind": "train", "modality": train_modality,
                "eval_modality": eval_modality, "dataset": config.data.name,
-               "split": config.data.eval_split, "protocol": evaluate.PROTOCOL,
-               "final": final, "best_step": best_step, "steps": total_steps,
-               "epochs": total_steps / steps_per_epoch, "num_params": int(n_params),
+               "split": config.data.eval_split, "protocol": evaluate.protocol(views),
+               "eval": evaluate.protocol_dict(views), "final": final, "best_step": best_step,
+               "steps": total_steps, "epochs": total_steps / steps_per_epoch,
+               "num_params": int(n_params),
                "train_time_s": time.time() - train_start, "history": history}
     if members:
-        results["teacher"] = evaluate.evaluate_teacher(members, config.data, config.batch_size,
-                                                       mesh)
+        results["teacher"] = evaluate.evaluate_teacher(
+            members, config.data, evaluate.eval_batch_size(config), mesh, views)
         results["members"] = [{k: i[k] for k in ("name", "workdir", "step", "modality")}
                               | {"final": (i["results"] or {}).get("final")}
                               for i in member_infos]
     if jax.process_index() == 0:
         with open(os.path.join(workdir, members_lib.RESULTS_FILE), "w") as f:
             json.dump(results, f, indent=2)
-    rows = evaluate.results_rows(member_infos)
+    rows = evaluate.results_rows(member_infos, views=views)
     if members:
         rows.append(("teacher (logit average)", results["teacher"]))
     rows.append((f"{name} ({eval_modality})", final))
-    evaluate.print_table(rows)
+    evaluate.print_table(rows, evaluate.protocol(views))
     return results
