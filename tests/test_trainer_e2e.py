@@ -167,7 +167,7 @@ def test_bad_configs_fail_before_compute(tmp_path):
     assert out.returncode != 0 and "depthh" in out.stderr
     # A teacher member reading other clips than the student: stopped before any training.
     out = run_main(tmp_path / "c", "--config=configs/distill.py:tiny",
-                   "--config.data.num_frames=4", check=False)
+                   "--config.teacher.members[0].overrides=data.num_frames=4", check=False)
     assert out.returncode != 0 and "does not match the student" in out.stderr
     assert not (tmp_path / "c" / "members").exists()
 

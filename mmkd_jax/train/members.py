@@ -70,7 +70,10 @@ def workdir_of(spec, parent_workdir: str) -> str:
 
 
 def member_config(spec, parent: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The member's own config file, reading the student's data (a member must see the same
+    clips), then the spec's overrides."""
     cfg = load_config_file(spec.config, spec.get("arg") or parent.preset)
+    cfg.data = ml_collections.ConfigDict(parent.data.to_dict())
     apply_overrides(cfg, spec.get("overrides"))
     return cfg
 
