@@ -181,8 +181,11 @@ def _synthetic_setup(c: ml_collections.ConfigDict, tiny: bool) -> None:
         c.model.variant = "tiny"
         c.model.image_size = 32
         c.model.patch_size = 8
-    c.batch_size = 32
-    c.epochs = 10.0
+    # Batch 8 x 5 epochs keeps one seed of Table 1 (every row, both splits) near 30 min on 2 CPU
+    # cores. Batch 8 over 32 at the same epochs: RGB baseline top-1 19.3 vs 14.4 (standard split,
+    # 5 epochs; more updates matter more than batch statistics for a ViT trained from scratch).
+    c.batch_size = 8
+    c.epochs = 5.0
     if tiny:
         c.batch_size = 8
         c.epochs = 2.0
