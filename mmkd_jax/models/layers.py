@@ -9,8 +9,16 @@ import jax.numpy as jnp
 
 Dtype = Any
 
-# Exact (erf) GELU, as in PyTorch / Hugging Face "gelu"; flax defaults to the tanh approximation.
-gelu = lambda x: jax.nn.gelu(x, approximate=False)
+
+def gelu(x: jnp.ndarray) -> jnp.ndarray:
+    """Exact GELU as PyTorch / Hugging Face "gelu" compute it: x/2 * (1 + erf(x/sqrt(2))).
+
+    Same function as `jax.nn.gelu(approximate=False)` (flax defaults to the tanh approximation)
+    to float32 rounding, but that one goes through `erfc`, which XLA:CPU evaluates several times
+    slower than `erf` (docs/benchmarks.md; tests/test_perf_numerics.py bounds the difference).
+    """
+    return x * 0.5 * (1.0 + jax.lax.erf(x * jnp.asarray(0.7071067811865476, x.dtype)))
+
 
 ATTENTION_IMPLS = ("xla", "dot_product_attention")
 
@@ -102,11 +110,12 @@ class DropPath(nn.Module):
     kept branches are scaled by 1/(1-rate) so the expectation is unchanged.
     """
 
-    rate: float
+    rate: Any  # float, or a traced scalar when the blocks are scanned
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-        if not train or self.rate == 0.0:
+        # A Python zero skips the branch at trace time; a traced rate (scanned blocks) cannot.
+        if not train or (isinstance(self.rate, (int, float)) and self.rate == 0):
             return x
         keep = 1.0 - self.rate
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -109,6 +110,7 @@ class TimeSformer(nn.Module):
     dtype: Any = "float32"
     remat: bool = False
     attention: str = "xla"
+    scan_layers: bool = False  # the blocks as one lax.scan: one compiled block, not `depth`
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -153,13 +155,17 @@ class TimeSformer(nn.Module):
         x = drop(x).reshape(b, n * t, d)
         x = jnp.concatenate([jnp.broadcast_to(cls_tok, (b, 1, d)), x], axis=1)
 
-        block_cls = nn.remat(Block, static_argnums=(2, 3)) if self.remat else Block
+        block_args = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, qkv_bias=self.qkv_bias,
+                          layer_norm_eps=self.layer_norm_eps, dropout=self.dropout,
+                          attention=self.attention, dtype=dtype)
         rates = np.linspace(0.0, self.drop_path_rate, self.depth)  # linear stochastic depth
-        for i in range(self.depth):
-            x = block_cls(self.num_heads, self.mlp_dim, qkv_bias=self.qkv_bias,
-                          layer_norm_eps=self.layer_norm_eps, drop_path=float(rates[i]),
-                          dropout=self.dropout, attention=self.attention, dtype=dtype,
-                          name=f"blocks_{i}")(x, t, train)
+        if self.scan_layers and not self.is_initializing():
+            x = self._scan_blocks(x, t, train, rates, block_args)
+        else:
+            block_cls = nn.remat(Block, static_argnums=(2, 3)) if self.remat else Block
+            for i in range(self.depth):
+                x = block_cls(**block_args, drop_path=float(rates[i]), name=f"blocks_{i}")(
+                    x, t, train)
 
         feats = nn.LayerNorm(self.layer_norm_eps, dtype=dtype, name="norm")(x[:, 0])
         if return_features or self.num_classes == 0:
@@ -167,3 +173,32 @@ class TimeSformer(nn.Module):
         logits = nn.Dense(self.num_classes, dtype=dtype, kernel_init=trunc_normal(),
                           name="head")(feats)
         return logits.astype(jnp.float32)
+
+    def _scan_blocks(self, x: jnp.ndarray, t: int, train: bool, rates: np.ndarray,
+                     block_args: dict) -> jnp.ndarray:
+        """The blocks as one `lax.scan`: XLA compiles one block instead of `depth` copies.
+
+        Parameters keep their per-block layout (`blocks_i`, so converters and checkpoints are
+        unchanged) and are stacked here, a copy of the block weights per step. Dropout and
+        drop-path draw from per-block keys split off one "dropout" key, so in training the
+        random masks differ from the unrolled model's (same distribution); without them the
+        outputs match it (tests/test_perf_numerics.py).
+        """
+        params = self.variables["params"]
+        stacked = jax.tree.map(lambda *p: jnp.stack(p),
+                               *[params[f"blocks_{i}"] for i in range(self.depth)])
+        stochastic = train and (self.dropout > 0 or self.drop_path_rate > 0)
+        keys = jax.random.split(self.make_rng("dropout") if stochastic else jax.random.key(0),
+                                self.depth)
+        # A Python 0.0 lets DropPath skip itself; otherwise each block reads its traced rate.
+        scanned_rates = jnp.asarray(rates, jnp.float32) if self.drop_path_rate > 0 else None
+
+        def body(h, xs):
+            p, key, rate = xs
+            block = Block(**block_args, drop_path=0.0 if rate is None else rate, parent=None)
+            return block.apply({"params": p}, h, t, train, rngs={"dropout": key}), None
+
+        if self.remat:
+            body = jax.checkpoint(body)
+        x, _ = jax.lax.scan(body, x, (stacked, keys, scanned_rates))
+        return x
