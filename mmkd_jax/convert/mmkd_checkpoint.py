@@ -9,35 +9,23 @@ would silently predict the wrong classes).
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from absl import logging
 
 from mmkd_jax.convert.naming import flatten
 
-CHECKPOINTS_DIR = "checkpoints"
-
-
-def _is_step_dir(path: str) -> bool:
-    return os.path.basename(os.path.normpath(path)).isdigit() and os.path.isdir(
-        os.path.join(path, "params"))
-
 
 def resolve(path: str) -> tuple[str, int | None]:
-    """A workdir, a checkpoints dir or a step dir -> (checkpoints dir, step or None = best)."""
-    path = os.path.abspath(os.path.expanduser(path))
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"init_from checkpoint: no such directory {path}")
-    if os.path.isdir(os.path.join(path, CHECKPOINTS_DIR)):
-        return os.path.join(path, CHECKPOINTS_DIR), None
-    if _is_step_dir(path):
-        return os.path.dirname(os.path.normpath(path)), int(os.path.basename(
-            os.path.normpath(path)))
-    if any(_is_step_dir(os.path.join(path, n)) for n in os.listdir(path)):
-        return path, None
-    raise FileNotFoundError(f"init_from checkpoint: {path} holds no checkpoint (expected a "
-                            f"workdir with {CHECKPOINTS_DIR}/, a checkpoints dir or a step dir)")
+    """A workdir, a checkpoints dir or a step dir -> (checkpoints dir, step or None = best).
+
+    The same resolution as `predict` / `export` (one implementation, in mmkd_jax.inference).
+    """
+    from mmkd_jax.inference import resolve_checkpoint  # it imports no convert module: no cycle
+
+    try:
+        return resolve_checkpoint(path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"init_from checkpoint: {e}") from e
 
 
 def head_keys(flat: dict[str, np.ndarray], num_classes: int) -> list[str]:
