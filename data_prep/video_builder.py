@@ -97,26 +97,13 @@ class VideoDatasetBuilder(ReportedBuilder):
                     self.report.add("video_missing", vid, f"{manual_files.VIDEO_DIR}/{vid}.webm",
                                     split)
                     continue
-                frames = None
-                if boxes is not None:
-                    frames = boxes.get(vid)
-                    if frames is None:
-                        self.report.add("boxes_missing", vid, "", split)
                 jobs[split].append(real_videos.VideoJob(
                     video_id=vid, label=label, template=template, video_path=path,
-                    flow_dir=manual_files.find_flow_dir(manual_dir, vid), box_frames=frames,
-                    flow_method=cfg.flow_method))
-        for vid in sorted(set(boxes or ()) - seen):
-            self.report.add("boxes_unknown_video", vid, "named in the box files")
-        # TFDS cannot write an empty split: leave out (and report) splits with no usable video.
-        empty = [split for split, split_jobs in jobs.items() if not split_jobs]
-        if len(empty) == len(jobs):
-            raise DatasetFileError(f"{manual_dir}: no usable video for any split (videos are "
-                                   f"read from {manual_files.VIDEO_DIR}/): {self.report.counts()}")
-        for split in empty:
-            logging.warning("%s: split %s has no usable video; it is left out", self.name, split)
-            self.report.info.setdefault("empty_splits", []).append(split)
-            del jobs[split]
+                    flow_dir=manual_files.find_flow_dir(manual_dir, vid),
+                    box_frames=self.box_frames(boxes, vid, split), flow_method=cfg.flow_method))
+        self.report_unknown_box_videos(boxes, seen)
+        self.drop_empty_splits(jobs, f"{manual_dir}: no usable video for any split (videos are "
+                                     f"read from {manual_files.VIDEO_DIR}/)")
 
         self.info.metadata["label_names"] = label_names
         self.info.metadata["source_files"] = {
@@ -138,6 +125,31 @@ class VideoDatasetBuilder(ReportedBuilder):
                 "min": min(frames), "mean": round(sum(frames) / len(frames), 2),
                 "max": max(frames)}
         self.info.metadata["flow_sources"] = dict(flow)
+
+    def box_frames(self, boxes: dict | None, vid: str, split: str):
+        """The video's per-frame boxes, or None; a video the box files miss is reported."""
+        if boxes is None:
+            return None
+        frames = boxes.get(vid)
+        if frames is None:
+            self.report.add("boxes_missing", vid, "", split)
+        return frames
+
+    def report_unknown_box_videos(self, boxes: dict | None, seen: set) -> None:
+        for vid in sorted(set(boxes or ()) - seen):
+            self.report.add("boxes_unknown_video", vid, "named in the box files")
+
+    def drop_empty_splits(self, jobs: dict, none_usable: str) -> None:
+        """TFDS cannot write an empty split: leave out (and report) splits with no usable
+        video; stop with `none_usable` (+ the report's counts) when no split has one."""
+        empty = [split for split, split_jobs in jobs.items() if not split_jobs]
+        if len(empty) == len(jobs):
+            raise DatasetFileError(f"{none_usable}: {self.report.counts()}")
+        for split in empty:
+            logging.warning("%s: split %s has no usable video; it is left out", self.name, split)
+            self.report.info.setdefault("empty_splits", []).append(split)
+            del jobs[split]
+
 
 
 def flow_config(name: str, layout: str = "") -> VideoConfig | None:

@@ -22,10 +22,8 @@ import os
 import re
 
 import tensorflow_datasets as tfds
-from absl import logging
 
 from data_prep import manual_files, real_videos, video_list
-from data_prep.report import DatasetFileError
 from data_prep.video_builder import VideoConfig, VideoDatasetBuilder
 from mmkd_jax.data.flow import FLOW_METHODS
 
@@ -118,26 +116,12 @@ class Builder(VideoDatasetBuilder):
                                 f"row {e.row}: flow folder {flow_dir} missing: flow computed",
                                 e.split)
                 flow_dir = None
-            frames = None
-            if boxes is not None:
-                frames = boxes.get(vid)
-                if frames is None:
-                    self.report.add("boxes_missing", vid, "", e.split)
             split_jobs.append(real_videos.VideoJob(
                 video_id=vid, label=label, template=e.label if label >= 0 else "",
-                video_path=e.video_path, flow_dir=flow_dir, box_frames=frames,
-                flow_method=cfg.flow_method))
-        for vid in sorted(set(boxes or ()) - seen):
-            self.report.add("boxes_unknown_video", vid, "named in the box files")
-        # TFDS cannot write an empty split: leave out (and report) splits with no usable video.
-        empty = [split for split, split_jobs in jobs.items() if not split_jobs]
-        if len(empty) == len(jobs):
-            raise DatasetFileError(f"{list_path}: no usable video in any split: "
-                                   f"{self.report.counts()}")
-        for split in empty:
-            logging.warning("%s: split %s has no usable video; it is left out", self.name, split)
-            self.report.info.setdefault("empty_splits", []).append(split)
-            del jobs[split]
+                video_path=e.video_path, flow_dir=flow_dir,
+                box_frames=self.box_frames(boxes, vid, e.split), flow_method=cfg.flow_method))
+        self.report_unknown_box_videos(boxes, seen)
+        self.drop_empty_splits(jobs, f"{list_path}: no usable video in any split")
 
         self.info.metadata["label_names"] = label_names
         self.info.metadata["source_files"] = {

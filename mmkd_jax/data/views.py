@@ -171,13 +171,18 @@ def example_fn(tf_example_spec: dict, spec: ViewSpec, keys: Sequence[str], *, tr
         clip = Clip(rec, indices, window, jitter)
         out = clip_outputs(clip, spec, keys, lambda: (
             omni_choice(streams["omni"]) if train else tf.constant(0)))
-        out["label"] = tf.cast(rec["label"], tf.int32)
-        out["mask"] = tf.constant(1.0)
-        if with_id:
-            out["video_id"] = rec["video_id"]
-        return out
+        return _with_label(out, rec, with_id)
 
     return fn
+
+
+def _with_label(out: dict, rec: dict, with_id: bool) -> dict:
+    """Adds what every real example carries besides its views: label, mask 1, optional id."""
+    out["label"] = tf.cast(rec["label"], tf.int32)
+    out["mask"] = tf.constant(1.0)
+    if with_id:
+        out["video_id"] = rec["video_id"]
+    return out
 
 
 def padding_example(spec: ViewSpec, keys: Sequence[str], with_id: bool,
@@ -249,10 +254,6 @@ def multiview_example_fn(tf_example_spec: dict, spec: ViewSpec, keys: Sequence[s
                               lambda: tf.constant(0))
                  for c in range(num_clips) for s in range(num_crops)]
         out = {key: tf.stack([v[key] for v in views]) for key in views[0]}
-        out["label"] = tf.cast(rec["label"], tf.int32)
-        out["mask"] = tf.constant(1.0)
-        if with_id:
-            out["video_id"] = rec["video_id"]
-        return out
+        return _with_label(out, rec, with_id)
 
     return fn
