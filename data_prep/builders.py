@@ -41,7 +41,17 @@ def builder_class(dataset: str) -> type[tfds.core.DatasetBuilder]:
 def make_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
     """The builder for `name`, prepared or not."""
     dataset, config = _split(name)
-    return builder_class(dataset)(config=config, data_dir=data_dir)
+    cls = builder_class(dataset)
+    try:
+        return cls(config=config, data_dir=data_dir)
+    except ValueError:
+        # A config built from a JSON dict (e.g. synthetic knobs: `..._k<digest>`) cannot be
+        # rebuilt from its name alone, but once prepared its directory describes it fully.
+        root = os.path.expanduser(data_dir or tfds.core.constants.get_default_data_dir())
+        prepared = os.path.join(root, dataset, config or "", str(cls.VERSION))
+        if config and os.path.exists(os.path.join(prepared, "dataset_info.json")):
+            return tfds.builder_from_directory(prepared)
+        raise
 
 
 def _cli_prefix() -> str:

@@ -177,6 +177,13 @@ def test_custom_size_builds_under_its_own_name(data_dir):
                                  frame_size=32, num_frames=8, knobs={"distractors": [0, 0]})
     assert builders.load_synthetic(custom, data_dir).info.splits["train"].num_examples == 14
     assert builders.load_synthetic(custom, data_dir).info.metadata["knobs"]["distractors"] == [0, 0]
+    # Once built, a knobs config loads by its name (what `--config.data.name=` passes), though
+    # the name alone (`..._k<digest>`) cannot describe the knobs to build it.
+    by_name = builders.load(f"something_synthetic/{custom.name}", data_dir)
+    assert by_name.info.metadata["knobs"]["distractors"] == [0, 0]
+    assert by_name.info.splits["train"].num_examples == 14
+    with pytest.raises(ValueError):
+        builders.load("something_synthetic/standard_n14_v14_s0_px32_t8_k00000000", data_dir)
 
 
 def test_build_command_line_runs(tmp_path):
