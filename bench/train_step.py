@@ -3,6 +3,8 @@
     python bench/train_step.py                                  # tiny + ssv2, ~5 min on 2 CPUs
     python bench/train_step.py --presets ssv2 --batch ssv2=16 --steps ssv2=10 \
         --set model.dtype=bfloat16 --member_set model.dtype=bfloat16 --json /tmp/step.json
+    python bench/train_step.py --presets synthetic --configs baseline_rgb \
+        --batch synthetic=32 --profile_top 15          # where the step's time goes, per op
 
 For each preset (`tiny`: CI size; `ssv2`: ViT-B/16 8x224) and each config (`baseline_rgb`: the
 student's cross-entropy step; `distill`: frozen RGB + flow + STLT teacher and student in one
@@ -36,6 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, HERE]
 
+import op_profile  # noqa: E402
 from vs_pytorch import machine, peak_for  # noqa: E402
 
 from mmkd_jax import models, recipes  # noqa: E402
@@ -65,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="overrides appended to every teacher member's (config.teacher.members)")
     p.add_argument("--peak_tflops", type=float, default=0.0,
                    help="device peak for MFU (default: bench/vs_pytorch.py's GPU table)")
+    p.add_argument("--profile_top", type=int, default=0,
+                   help="> 0: also trace one repetition and report the op time per step by "
+                        "HLO op kind and this many top ops with their source (op_profile.py)")
     p.add_argument("--json", default="", help="write the results here")
     return p.parse_args(argv)
 
@@ -188,6 +194,13 @@ def bench_case(name: str, preset: str, args: argparse.Namespace) -> dict:
     if not np.isfinite(loss):
         raise FloatingPointError(f"{name}:{preset}: non-finite loss {loss}")
 
+    prof = None
+    if args.profile_top > 0:  # after the timed repetitions: tracing adds its own overhead
+        first = 1 + args.reps * n_steps
+        prof = op_profile.profile(lambda: run(first, n_steps), compiled.as_text(), n_steps,
+                                  args.profile_top)
+        print(f"{name}:{preset}\n{op_profile.markdown(prof)}", flush=True)
+
     median = float(np.median(times))
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -214,6 +227,7 @@ def bench_case(name: str, preset: str, args: argparse.Namespace) -> dict:
         "device_peak_bytes": stats.get("peak_bytes_in_use"),
         "host_rss_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "final_loss": loss,
+        "profile": prof,
     }
 
 
@@ -249,8 +263,8 @@ def main(argv=None) -> list[dict]:
             print(f"== {name}:{preset}", flush=True)
             results.append(bench_case(name, preset, args))
             results[-1]["load_after"] = os.getloadavg()[0]
-            print(json.dumps({k: v for k, v in results[-1].items() if k != "step_s_all"}),
-                  flush=True)
+            brief = {k: v for k, v in results[-1].items() if k not in ("step_s_all", "profile")}
+            print(json.dumps(brief), flush=True)
     print(f"\n{header} -> load {os.getloadavg()[0]:.2f}\n\n{markdown(results)}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
