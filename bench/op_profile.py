@@ -6,9 +6,12 @@ Runs the callable under `jax.profiler.trace`, reads the trace's XSpace (the prot
 TensorBoard's profile plugin reads; parsed with TensorFlow's copy of its schema, so no plugin
 is needed) and keeps the events whose name is an instruction of the compiled module: on CPU the
 fusions, dots and copies that XLA's thunk executor runs (on its worker threads, so times are
-summed over threads), on GPU the kernels of the "XLA Ops" line. Each op is labelled with the
+summed over threads); on GPU, where the trace's "XLA Ops" line carries the same names, the
+kernels (checked on CPU only: no GPU was available). Each op is labelled with the
 `op_name` metadata of its HLO instruction (the JAX source op, e.g. `.../blocks_0/attn/qkv/
-dot_general`), which is what says which layer a fusion belongs to.
+dot_general`), which is what says which layer a fusion belongs to. Control-flow instructions
+(a `while` from `scan_layers`) may be traced around their bodies' ops and then count them twice;
+this was not checked, profile unrolled models.
 """
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="device peak for MFU (default: bench/vs_pytorch.py's GPU table)")
     p.add_argument("--profile_top", type=int, default=0,
                    help="> 0: also trace one repetition and report the op time per step by "
-                        "HLO op kind and this many top ops with their source (op_profile.py)")
+                        "HLO op kind, by source layer, and this many top ops (op_profile.py)")
     p.add_argument("--json", default="", help="write the results here")
     return p.parse_args(argv)
 
