@@ -20,7 +20,7 @@ import glob
 import os
 import re
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 
