@@ -15,6 +15,8 @@ import os
 import sys
 import time
 
+from bench_worker import pin  # the vs_pytorch workers' pinning (bench/ is on sys.path)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYSETS = {"rgb+flow+boxes": ("rgb", "flow", "boxes", "categories"), "rgb": ("rgb",)}
 
@@ -32,14 +34,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3,
                    help="timed runs per row; the best is reported (least disturbed by others)")
     return p.parse_args()
-
-
-def pin(cores: int) -> list[int]:
-    cpus = sorted(os.sched_getaffinity(0))[:cores]
-    if len(cpus) < cores:
-        raise SystemExit(f"only {len(cpus)} CPUs available, asked for {cores}")
-    os.sched_setaffinity(0, cpus)
-    return cpus
 
 
 def measure(cfg, keys, batch: int, seconds: float,
