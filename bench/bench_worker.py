@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import sys
 import time
 
@@ -62,6 +63,13 @@ def build(args: dict):
 
 def main() -> None:
     args = json.loads(sys.argv[1])
+    if args.get("device", "cpu") == "cpu" and args.get("host_malloc", "keep") == "keep":
+        # The project's CPU setting (mmkd_jax/host_memory.py), before any thread starts; every
+        # column gets it, PyTorch's included, so the allocator is the same on both sides.
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from mmkd_jax import host_memory
+
+        host_memory.keep_freed_memory(force=True)
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # framework chatter on stdout would corrupt the protocol
     reply = lambda obj: out.write(json.dumps(obj) + "\n")
@@ -88,12 +96,19 @@ def main() -> None:
             if cmd["cmd"] == "time":
                 # k steps, one sync at the end: per-step time = total / k. A framework that
                 # dispatches asynchronously may overlap the next step's host work.
-                start = time.perf_counter()
+                start, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
                 last = None
                 for _ in range(cmd["steps"]):
                     last = case.step()
                 case.sync(last)
-                reply({"ok": True, "seconds": time.perf_counter() - start})
+                seconds = time.perf_counter() - start
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                # Page faults and kernel time say whether the allocator hands memory back to
+                # the OS between steps (docs/benchmarks.md, "Memory allocator").
+                reply({"ok": True, "seconds": seconds,
+                       "minor_faults": after.ru_minflt - usage.ru_minflt,
+                       "user_s": after.ru_utime - usage.ru_utime,
+                       "sys_s": after.ru_stime - usage.ru_stime})
             elif cmd["cmd"] == "reset_memory":
                 case.reset_memory()
                 reply({"ok": True, "rss_reset": reset_rss_peak()})

@@ -7,6 +7,7 @@ the PyTorch files through `mmkd_jax.convert`, so both frameworks compute the sam
 
 Options (on/off measurements, bench/vs_pytorch.py --jax_variants):
   attention  "xla" | "dot_product_attention"     dtype   "float32" | "bfloat16" (params float32)
+  matmul_dtype  "" | "bfloat16": matmul operands only, float32 between matmuls (autocast style)
   remat      rematerialise each block             donate  donate the train state (default on)
   scan_layers  the TimeSformer blocks as one `lax.scan` (one compiled block)
   gelu       "erf" (the model's) | "erfc" (`jax.nn.gelu(approximate=False)`, the previous one)
@@ -29,9 +30,9 @@ from mmkd_jax import convert, models
 from mmkd_jax.models import layers
 from mmkd_jax.train import losses, optim, steps
 
-DEFAULTS = {"attention": "xla", "dtype": "float32", "remat": False, "scan_layers": False,
-            "donate": True, "sync": False, "feed": "device", "gelu": "erf"}
-ARCH = ("attention", "dtype", "remat", "scan_layers")  # TimeSformer fields
+DEFAULTS = {"attention": "xla", "dtype": "float32", "matmul_dtype": "", "remat": False,
+            "scan_layers": False, "donate": True, "sync": False, "feed": "device", "gelu": "erf"}
+ARCH = ("attention", "dtype", "matmul_dtype", "remat", "scan_layers")  # TimeSformer fields
 
 
 def _first(x):
@@ -63,7 +64,8 @@ class JaxCase:
             layout = convert.stlt_from_torch(
                 dict(np.load(os.path.join(weights, "teacher_layout.npz"))),
                 num_heads=spec["stlt"]["num_heads"], num_frames=spec["frames"],
-                dropout=spec["stlt"]["dropout"], dtype=self.opts["dtype"])
+                dropout=spec["stlt"]["dropout"], dtype=self.opts["dtype"],
+                matmul_dtype=self.opts["matmul_dtype"])
             self.members = [(*rgb, "rgb"), (*flow, "flow"), (*layout, "layout")]
         self.teacher_params = jax.device_put([p for _, p, _ in self.members])
         self.params = jax.device_put(params)

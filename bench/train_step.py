@@ -29,15 +29,19 @@ import resource
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, HERE]
 
+from mmkd_jax import host_memory  # noqa: E402
+
+if __name__ == "__main__":  # as mmkd_jax.main does, before any thread starts
+    host_memory.keep_freed_memory()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
 import op_profile  # noqa: E402
 from vs_pytorch import machine, peak_for  # noqa: E402
 

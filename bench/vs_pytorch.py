@@ -76,9 +76,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", default="", help="train/distill batch, e.g. synthetic=32,vitb=1")
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                   help="compute dtype; parameters, optimiser and loss stay float32")
+                   help="matmul dtype; parameters, optimiser and loss stay float32. bfloat16: "
+                        "PyTorch autocast, JAX matmul_dtype=bfloat16 (matmul operands bf16, "
+                        "float32 between them); the variant 'dtype=bfloat16' is all-bf16 JAX")
     p.add_argument("--peak_tflops", type=float, default=0.0,
                    help="peak of the machine for MFU (default: GPU table, none on CPU)")
+    p.add_argument("--host_malloc", default="keep", choices=("keep", "default"),
+                   help="CPU workers: keep = reuse freed host memory (mmkd_jax/host_memory.py, "
+                        "what mmkd_jax.main does on CPU), for every column; default = glibc's "
+                        "defaults")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per worker reply")
     p.add_argument("--json", default="", help="write all results here")
     p.add_argument("--markdown", default="", help="append the tables to this file")
@@ -168,10 +174,13 @@ def run_case(spec: dict, columns: list[tuple[str, dict]], args: argparse.Namespa
     for name, opts in columns:  # one after another: compiles do not overlap
         impl = name.split(":")[0]
         wargs = {"impl": impl, "spec": spec, "weights": weights, "threads": args.threads,
+                 "host_malloc": args.host_malloc,
                  "options": opts, "device": args.device, "dtype": args.dtype,
                  "torch_device": "cuda" if args.device == "gpu" else "cpu"}
         if impl == "jax":
-            wargs["options"] = {"dtype": args.dtype, **opts}
+            # The autocast equivalent: bf16 matmul operands, float32 accumulation and between.
+            wargs["options"] = {"matmul_dtype": "bfloat16" if args.dtype == "bfloat16" else "",
+                                **opts}
         # A scratch directory per case: Inductor starts cold in every case, not only the first.
         case_dir = os.path.join(scratch, f"{spec['size']}_{spec['workload']}")
         w = Worker(wargs, worker_env(impl, args, case_dir), args.timeout)
@@ -190,9 +199,14 @@ def run_case(spec: dict, columns: list[tuple[str, dict]], args: argparse.Namespa
         for name in order:
             reply = workers[name].ask({"cmd": "time", "steps": steps})
             if reply.get("ok"):
-                result["columns"][name]["times"].append(reply["seconds"] / steps)
+                col = result["columns"][name]
+                col["times"].append(reply["seconds"] / steps)
+                for key in ("minor_faults", "user_s", "sys_s"):
+                    col.setdefault(key, []).append(reply.get(key, 0) / steps)
         print(f"  round {r + 1}/{reps}: " + ", ".join(
-            f"{n} {result['columns'][n]['times'][-1] * 1e3:.1f} ms" for n in names
+            f"{n} {result['columns'][n]['times'][-1] * 1e3:.1f} ms "
+            f"({result['columns'][n]['minor_faults'][-1]:.0f} faults, "
+            f"sys {result['columns'][n]['sys_s'][-1]:.2f} s)" for n in names
             if result["columns"][n]["times"]), flush=True)
     for name, w in workers.items():
         result["columns"][name]["memory"] = w.ask({"cmd": "memory"})
@@ -296,7 +310,8 @@ def main(argv=None) -> None:
          "flax.__version__, torch.__version__, transformers.__version__)"],
         capture_output=True, text=True).stdout.split()
     header = (f"{machine()}; jax/flax/torch/transformers {' '.join(versions)}; threads "
-              f"{args.threads}; device {args.device}; dtype {args.dtype}")
+              f"{args.threads}; device {args.device}; dtype {args.dtype}; host malloc "
+              f"{args.host_malloc}")
     print(header, flush=True)
     report, everything = [f"\n### Run {time.strftime('%Y-%m-%d %H:%M')}\n\n{header}\n"], []
     with tempfile.TemporaryDirectory(prefix="mmkd_vs_pytorch_") as scratch:

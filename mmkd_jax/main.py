@@ -13,6 +13,12 @@ import logging as std_logging
 import os
 import sys
 
+from mmkd_jax import host_memory
+
+# Before any thread exists: CPU-only runs reuse freed host memory instead of page-faulting
+# through a fresh mmap on every XLA:CPU step (mmkd_jax/host_memory.py).
+_HOST_MALLOC = host_memory.keep_freed_memory()
+
 # TF's C++ INFO lines (tf.data, XLA service) are noise next to the progress lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
@@ -60,6 +66,9 @@ def main(argv) -> None:
             raise app.UsageError(f"config.mode={key!r}; choose one of "
                                  f"{sorted(['train', *runners])}.")
     _log_to_file(workdir)
+    if _HOST_MALLOC:
+        logging.info("Host memory: freed memory is reused, not returned to the OS (CPU run; "
+                     "%s=default turns this off).", host_memory.ENV)
     runners[key](config, workdir)
 
 

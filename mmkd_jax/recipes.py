@@ -135,8 +135,8 @@ def base_config(arg: str | None, modality: str) -> ml_collections.ConfigDict:
 # Fields not in the named variants, shown with their defaults.
 _ARCH_DEFAULTS = {
     "timesformer": {"in_channels": 3, "drop_path_rate": 0.0, "dropout": 0.0, "dtype": "float32",
-                    "remat": False, "attention": "xla"},
-    "stlt": {"dropout": 0.1, "dtype": "float32"},
+                    "matmul_dtype": "", "remat": False, "attention": "xla"},
+    "stlt": {"dropout": 0.1, "dtype": "float32", "matmul_dtype": ""},
 }
 
 

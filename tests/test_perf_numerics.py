@@ -37,7 +37,9 @@ def test_gelu_matches_pytorch():
     torch = pytest.importorskip("torch", reason="needs torch for F.gelu")
     x = _values()
     expected = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(np.asarray(gelu(jnp.asarray(x))), expected, rtol=2e-6, atol=1e-6)
+    # PyTorch's kernel depends on the CPU: its AVX-512 one is up to 1.07e-6 from the float64
+    # GELU here (ours: 7.9e-7), the two differ by 1.2e-6 around x = -3.5 (measured, Zen 4).
+    np.testing.assert_allclose(np.asarray(gelu(jnp.asarray(x))), expected, rtol=2e-6, atol=2e-6)
 
 
 def _tiny(**kw):

@@ -7,7 +7,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmkd_jax.models import matmul
+
 Dtype = Any
+
+
+
+def Dense(features: int, *, matmul_dtype: Dtype = None, **kwargs) -> nn.Dense:  # noqa: N802
+    """Every dense layer of the models: `nn.Dense` (same parameters, same names) whose matmul
+    operands are `matmul_dtype` (None: the layer's dtype), fast in bfloat16 on XLA:CPU
+    (models/matmul.py)."""
+    return nn.Dense(features, dot_general=matmul.dense_dot_general(matmul_dtype), **kwargs)
 
 
 def gelu(x: jnp.ndarray) -> jnp.ndarray:
@@ -28,17 +38,26 @@ def trunc_normal(stddev: float = 0.02):
     return nn.initializers.truncated_normal(stddev=stddev)
 
 
-def _xla_attention(q, k, v, mask, dropout_fn):
-    """Softmax attention written out; softmax in float32 so bf16 compute stays stable."""
+def _xla_attention(q, k, v, mask, dropout_fn, operand_dtype=None):
+    """Softmax attention written out; softmax in float32 so bf16 compute stays stable.
+
+    `operand_dtype` (None: q's dtype) is the dtype of the two products' operands; they
+    accumulate in float32 and the output comes back in q's dtype.
+    """
+    out_dtype = q.dtype
+    if operand_dtype:
+        q, k, v = (t.astype(operand_dtype) for t in (q, k, v))
+    acc = jnp.float32 if operand_dtype else None
     scale = q.shape[-1] ** -0.5
     # The reference computes (q @ k^T) * scale; keep that order for float32 parity.
-    logits = jnp.einsum("...qhd,...khd->...hqk", q, k) * scale
+    logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=acc) * scale
     logits = logits.astype(jnp.float32)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     probs = dropout_fn(probs)
-    return jnp.einsum("...hqk,...khd->...qhd", probs, v)
+    out = jnp.einsum("...hqk,...khd->...qhd", probs, v, preferred_element_type=acc)
+    return out.astype(out_dtype)
 
 
 class Attention(nn.Module):
@@ -54,20 +73,22 @@ class Attention(nn.Module):
     dropout: float = 0.0
     impl: str = "xla"
     dtype: Dtype = jnp.float32
+    matmul_dtype: Dtype = None  # operands of every matmul here (None: dtype)
     kernel_init: Any = trunc_normal()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool, mask: jnp.ndarray | None = None):
         *batch, length, dim = x.shape
         head_dim = dim // self.num_heads
-        qkv = nn.Dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype,
-                       kernel_init=self.kernel_init, name="qkv")(x)
+        qkv = Dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype,
+                    matmul_dtype=self.matmul_dtype, kernel_init=self.kernel_init,
+                    name="qkv")(x)
         # Output channels are laid out (3, heads, head_dim) as in timm / PyTorch in_proj.
         qkv = qkv.reshape(*batch, length, 3, self.num_heads, head_dim)
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
         drop = nn.Dropout(self.attention_dropout, deterministic=not train)
         if self.impl == "xla":
-            out = _xla_attention(q, k, v, mask, drop)
+            out = _xla_attention(q, k, v, mask, drop, self.matmul_dtype)
         elif self.impl == "dot_product_attention":
             if train and self.attention_dropout > 0:
                 raise ValueError("attention='dot_product_attention' has no attention dropout")
@@ -81,7 +102,8 @@ class Attention(nn.Module):
         else:
             raise ValueError(f"unknown attention {self.impl!r}; expected one of {ATTENTION_IMPLS}")
         out = out.reshape(*batch, length, dim)
-        out = nn.Dense(dim, dtype=self.dtype, kernel_init=self.kernel_init, name="proj")(out)
+        out = Dense(dim, dtype=self.dtype, matmul_dtype=self.matmul_dtype,
+                    kernel_init=self.kernel_init, name="proj")(out)
         return nn.Dropout(self.dropout, deterministic=not train)(out)
 
 
@@ -91,15 +113,17 @@ class Mlp(nn.Module):
     hidden_dim: int
     dropout: float = 0.0
     dtype: Dtype = jnp.float32
+    matmul_dtype: Dtype = None
     kernel_init: Any = trunc_normal()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         dim = x.shape[-1]
-        x = nn.Dense(self.hidden_dim, dtype=self.dtype, kernel_init=self.kernel_init,
-                     name="fc1")(x)
+        x = Dense(self.hidden_dim, dtype=self.dtype, matmul_dtype=self.matmul_dtype,
+                  kernel_init=self.kernel_init, name="fc1")(x)
         x = nn.Dropout(self.dropout, deterministic=not train)(gelu(x))
-        x = nn.Dense(dim, dtype=self.dtype, kernel_init=self.kernel_init, name="fc2")(x)
+        x = Dense(dim, dtype=self.dtype, matmul_dtype=self.matmul_dtype,
+                  kernel_init=self.kernel_init, name="fc2")(x)
         return nn.Dropout(self.dropout, deterministic=not train)(x)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mmkd_jax.models.layers import Attention, Mlp, gelu
+from mmkd_jax.models.layers import Attention, Dense, Mlp, gelu
 
 # Category ids of the boxes (Something-Else): the model adds CLS itself.
 CATEGORIES = {"pad": 0, "hand": 1, "object": 2, "cls": 3}
@@ -53,15 +53,16 @@ class EncoderLayer(nn.Module):
     mlp_dim: int
     dropout: float = 0.1
     dtype: Any = jnp.float32
+    matmul_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, train: bool) -> jnp.ndarray:
         h = Attention(self.num_heads, attention_dropout=self.dropout, dropout=self.dropout,
-                      dtype=self.dtype, kernel_init=_xavier, name="attn")(
-                          x, mask=mask, train=train)
+                      dtype=self.dtype, matmul_dtype=self.matmul_dtype, kernel_init=_xavier,
+                      name="attn")(x, mask=mask, train=train)
         x = nn.LayerNorm(1e-5, dtype=self.dtype, name="norm1")(x + h)
-        h = Mlp(self.mlp_dim, dropout=self.dropout, dtype=self.dtype, kernel_init=_xavier,
-                name="mlp")(x, train=train)
+        h = Mlp(self.mlp_dim, dropout=self.dropout, dtype=self.dtype,
+                matmul_dtype=self.matmul_dtype, kernel_init=_xavier, name="mlp")(x, train=train)
         return nn.LayerNorm(1e-5, dtype=self.dtype, name="norm2")(x + h)
 
 
@@ -84,6 +85,7 @@ class STLT(nn.Module):
     num_categories: int = 4
     layer_norm_eps: float = 1e-12
     dtype: Any = "float32"
+    matmul_dtype: Any = None  # operands of the dense matmuls (None: dtype); models/matmul.py
 
     @nn.compact
     def __call__(self, boxes: jnp.ndarray, categories: jnp.ndarray, *, train: bool,
@@ -91,6 +93,7 @@ class STLT(nn.Module):
         b, t, k, _ = boxes.shape
         d = self.hidden_size
         dtype = jnp.dtype(self.dtype)
+        mm = self.matmul_dtype
         categories = categories.astype(jnp.int32)
         types = frame_types(categories)
 
@@ -105,14 +108,14 @@ class STLT(nn.Module):
         drop = nn.Dropout(self.dropout, deterministic=not train)
         x = nn.Embed(self.num_categories, d, embedding_init=_embed_init, dtype=dtype,
                      name="category_embed")(categories)
-        x = x + nn.Dense(d, dtype=dtype, name="box_embed")(boxes.astype(dtype))
+        x = x + Dense(d, dtype=dtype, matmul_dtype=mm, name="box_embed")(boxes.astype(dtype))
         x = drop(nn.LayerNorm(self.layer_norm_eps, dtype=dtype, name="box_norm")(x))
 
         # Spatial transformer per frame; padded boxes are masked out as keys.
         x = x.reshape(b * (t + 1), k + 1, d)
         key_mask = (categories != CATEGORIES["pad"]).reshape(b * (t + 1), 1, 1, k + 1)
         for i in range(self.spatial_layers):
-            x = EncoderLayer(self.num_heads, self.mlp_dim, self.dropout, dtype,
+            x = EncoderLayer(self.num_heads, self.mlp_dim, self.dropout, dtype, mm,
                              name=f"spatial_{i}")(x, key_mask, train)
         x = x[:, 0].reshape(b, t + 1, d)  # the frame-cls box token
 
@@ -127,13 +130,13 @@ class STLT(nn.Module):
 
         causal = jnp.tril(jnp.ones((t + 1, t + 1), bool))
         for i in range(self.temporal_layers):
-            x = EncoderLayer(self.num_heads, self.mlp_dim, self.dropout, dtype,
+            x = EncoderLayer(self.num_heads, self.mlp_dim, self.dropout, dtype, mm,
                              name=f"temporal_{i}")(x, causal, train)
         feats = x[:, t]  # the extract frame
         if return_features:
             return feats.astype(jnp.float32)
 
-        h = nn.Dense(d, dtype=dtype, name="head_fc1")(feats)
+        h = Dense(d, dtype=dtype, matmul_dtype=mm, name="head_fc1")(feats)
         h = nn.LayerNorm(self.layer_norm_eps, dtype=dtype, name="head_norm")(gelu(h))
-        logits = nn.Dense(self.num_classes, dtype=dtype, name="head_fc2")(h)
+        logits = Dense(self.num_classes, dtype=dtype, matmul_dtype=mm, name="head_fc2")(h)
         return logits.astype(jnp.float32)

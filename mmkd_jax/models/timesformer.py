@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmkd_jax.models.layers import Attention, DropPath, Mlp, trunc_normal
+from mmkd_jax.models.layers import Attention, Dense, DropPath, Mlp, trunc_normal
 
 # Named sizes (ViT widths); patch size is part of the name as in big_vision / timm.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -51,6 +51,7 @@ class Block(nn.Module):
     dropout: float = 0.0
     attention: str = "xla"
     dtype: Any = jnp.float32
+    matmul_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, num_frames: int, train: bool) -> jnp.ndarray:
@@ -60,7 +61,8 @@ class Block(nn.Module):
         norm = lambda name: nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype, name=name)
         attn = lambda name: Attention(self.num_heads, qkv_bias=self.qkv_bias,
                                       dropout=self.dropout, impl=self.attention,
-                                      dtype=self.dtype, name=name)
+                                      dtype=self.dtype, matmul_dtype=self.matmul_dtype,
+                                      name=name)
         drop_path = DropPath(self.drop_path)
         cls, patches = x[:, :1], x[:, 1:]
 
@@ -68,8 +70,9 @@ class Block(nn.Module):
         h = norm("norm_temporal")(patches).reshape(b * n, t, d)
         h = attn("temporal_attn")(h, train=train).reshape(b, n * t, d)
         # Reference order: drop-path on the attention output, then temporal_fc.
-        h = nn.Dense(d, dtype=self.dtype, kernel_init=nn.initializers.zeros,
-                     name="temporal_fc")(drop_path(h, train=train))
+        h = Dense(d, dtype=self.dtype, matmul_dtype=self.matmul_dtype,
+                  kernel_init=nn.initializers.zeros, name="temporal_fc")(
+                      drop_path(h, train=train))
         patches = patches + h
 
         # Spatial attention per frame, each frame with its own copy of cls.
@@ -81,7 +84,8 @@ class Block(nn.Module):
         patches = patches + h[:, :, 1:].transpose(0, 2, 1, 3).reshape(b, n * t, d)
 
         x = jnp.concatenate([cls, patches], axis=1)
-        h = Mlp(self.mlp_dim, dropout=self.dropout, dtype=self.dtype, name="mlp")(
+        h = Mlp(self.mlp_dim, dropout=self.dropout, dtype=self.dtype,
+                matmul_dtype=self.matmul_dtype, name="mlp")(
             norm("norm2")(x), train=train)
         return x + drop_path(h, train=train)
 
@@ -108,6 +112,9 @@ class TimeSformer(nn.Module):
     drop_path_rate: float = 0.0
     dropout: float = 0.0
     dtype: Any = "float32"
+    # Operands of every dense matmul (None, "": dtype). "bfloat16" with dtype float32 is mixed
+    # precision, PyTorch-autocast style, and the fast mode on CPUs (models/matmul.py).
+    matmul_dtype: Any = None
     remat: bool = False
     attention: str = "xla"
     scan_layers: bool = False  # the blocks as one lax.scan: one compiled block, not `depth`
@@ -157,7 +164,8 @@ class TimeSformer(nn.Module):
 
         block_args = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, qkv_bias=self.qkv_bias,
                           layer_norm_eps=self.layer_norm_eps, dropout=self.dropout,
-                          attention=self.attention, dtype=dtype)
+                          attention=self.attention, dtype=dtype,
+                          matmul_dtype=self.matmul_dtype)
         rates = np.linspace(0.0, self.drop_path_rate, self.depth)  # linear stochastic depth
         if self.scan_layers and not self.is_initializing():
             x = self._scan_blocks(x, t, train, rates, block_args)
@@ -170,8 +178,8 @@ class TimeSformer(nn.Module):
         feats = nn.LayerNorm(self.layer_norm_eps, dtype=dtype, name="norm")(x[:, 0])
         if return_features or self.num_classes == 0:
             return feats.astype(jnp.float32)
-        logits = nn.Dense(self.num_classes, dtype=dtype, kernel_init=trunc_normal(),
-                          name="head")(feats)
+        logits = Dense(self.num_classes, dtype=dtype, matmul_dtype=self.matmul_dtype,
+                       kernel_init=trunc_normal(), name="head")(feats)
         return logits.astype(jnp.float32)
 
     def _scan_blocks(self, x: jnp.ndarray, t: int, train: bool, rates: np.ndarray,
