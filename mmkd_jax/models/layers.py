@@ -83,9 +83,11 @@ class Attention(nn.Module):
         qkv = Dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype,
                     matmul_dtype=self.matmul_dtype, kernel_init=self.kernel_init,
                     name="qkv")(x)
-        # Output channels are laid out (3, heads, head_dim) as in timm / PyTorch in_proj.
-        qkv = qkv.reshape(*batch, length, 3, self.num_heads, head_dim)
-        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+        # Output channels are laid out (3, heads, head_dim) as in timm / PyTorch in_proj. A split
+        # of the channel axis (its gradient is one concatenation) rather than indexing a
+        # (..., 3, heads, head_dim) view (whose gradient pads and adds three full tensors).
+        q, k, v = (t.reshape(*batch, length, self.num_heads, head_dim)
+                   for t in jnp.split(qkv, 3, axis=-1))
         drop = nn.Dropout(self.attention_dropout, deterministic=not train)
         if self.impl == "xla":
             out = _xla_attention(q, k, v, mask, drop, self.matmul_dtype)
