@@ -8,6 +8,7 @@ the PyTorch files through `mmkd_jax.convert`, so both frameworks compute the sam
 Options (on/off measurements, bench/vs_pytorch.py --jax_variants):
   attention  "xla" | "dot_product_attention"     dtype   "float32" | "bfloat16" (params float32)
   matmul_dtype  "" | "bfloat16": matmul operands only, float32 between matmuls (autocast style)
+  bf16_vjp   the dense layers' bf16 custom VJP on CPU (models/matmul.py; off: plain autodiff)
   remat      rematerialise each block             donate  donate the train state (default on)
   scan_layers  the TimeSformer blocks as one `lax.scan` (one compiled block)
   gelu       "erf" (the model's) | "erfc" (`jax.nn.gelu(approximate=False)`, the previous one)
@@ -27,11 +28,12 @@ import ml_collections
 import numpy as np
 
 from mmkd_jax import convert, models
-from mmkd_jax.models import layers
+from mmkd_jax.models import layers, matmul
 from mmkd_jax.train import losses, optim, steps
 
 DEFAULTS = {"attention": "xla", "dtype": "float32", "matmul_dtype": "", "remat": False,
-            "scan_layers": False, "donate": True, "sync": False, "feed": "device", "gelu": "erf"}
+            "scan_layers": False, "donate": True, "sync": False, "feed": "device", "gelu": "erf",
+            "bf16_vjp": True}
 ARCH = ("attention", "dtype", "matmul_dtype", "remat", "scan_layers")  # TimeSformer fields
 
 
@@ -49,6 +51,8 @@ class JaxCase:
             # Bench-only switch back to the previous GELU. Every Mlp looks `layers.gelu` up at
             # trace time; STLT's head imported the name itself and keeps erf (one call).
             layers.gelu = lambda x: jax.nn.gelu(x, approximate=False)
+        # Bench-only switch: every Dense reads it at trace time.
+        matmul.CPU_FAST_PATH = bool(self.opts["bf16_vjp"])
         arch = {k: self.opts[k] for k in ARCH}
         self.host = cases.batch(spec)
         self.batch = jax.device_put(self.host)

@@ -31,6 +31,10 @@ import jax.numpy as jnp
 from jax import lax
 
 
+# The custom-VJP path on the CPU backend; bench/jax_side.py turns it off to measure it.
+CPU_FAST_PATH = True
+
+
 def _dot(a: jnp.ndarray, b: jnp.ndarray, contract: tuple[int, int]) -> jnp.ndarray:
     """2-D `a . b` over axes `contract`, accumulated and returned in float32."""
     return lax.dot_general(a, b, (((contract[0],), (contract[1],)), ((), ())),
@@ -97,7 +101,7 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     """
     op = jnp.dtype(operand_dtype or lhs.dtype)
     out_dtype = preferred_element_type or lhs.dtype
-    if (op == jnp.bfloat16 and not kwargs and preferred_element_type is None
+    if (CPU_FAST_PATH and op == jnp.bfloat16 and not kwargs and preferred_element_type is None
             and _is_dense(lhs, rhs, dimension_numbers) and jax.default_backend() == "cpu"):
         out = _dense(lhs.reshape(-1, lhs.shape[-1]), rhs, op, lhs.dtype, rhs.dtype)
         return out.reshape(*lhs.shape[:-1], rhs.shape[1])
