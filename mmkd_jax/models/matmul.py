@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-
 # The custom-VJP path on the CPU backend; bench/jax_side.py turns it off to measure it.
 CPU_FAST_PATH = True
 
