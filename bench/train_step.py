@@ -211,7 +211,11 @@ def bench_case(name: str, preset: str, args: argparse.Namespace) -> dict:
     flops = float(cost["flops"]) if cost and "flops" in cost else None
     device = jax.devices()[0]
     dtype = str(config.model.get("dtype", "float32"))
-    peak = args.peak_tflops or peak_for(device.device_kind, dtype)
+    matmul_dtype = str(config.model.get("matmul_dtype", "") or dtype)
+    # MFU against the matmul dtype's peak: that is where the FLOPs are.
+    peak = args.peak_tflops or peak_for(device.device_kind, matmul_dtype)
+    if matmul_dtype != dtype:
+        dtype = f"{dtype}, {matmul_dtype} matmuls"
     mem = compiled.memory_analysis()
     stats = device.memory_stats() or {}
     return {

@@ -130,7 +130,8 @@ def test_mixed_precision_model_stays_close_to_float32(name, variant, inputs):
     cos = lambda a, b: float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
     err_mix, err_16 = np.abs(lmix - l32).max(), np.abs(l16 - l32).max()
     scale = np.abs(l32).max()
-    # Measured (TimeSformer tiny): logits 9e-4 vs 2.3e-3 apart, gradient cosine 0.999998.
+    # Measured: TimeSformer tiny logits 3.0e-3 apart (scale 0.63; all-bf16 4.4e-3), STLT tiny
+    # 8.3e-3 (scale 1.72; all-bf16 1.8e-2); gradient cosine 0.999995 / 0.99997.
     assert 0 < err_mix < 0.01 * scale, (err_mix, scale)
     assert err_mix < err_16, (err_mix, err_16)
     assert cos(gmix, g32) > 0.9999, cos(gmix, g32)
