@@ -104,7 +104,7 @@ def main() -> None:
                 seconds = time.perf_counter() - start
                 after = resource.getrusage(resource.RUSAGE_SELF)
                 # Page faults and kernel time say whether the allocator hands memory back to
-                # the OS between steps (docs/benchmarks.md, "Memory allocator").
+                # the OS between steps (docs/benchmarks.md, "What moved the numbers").
                 reply({"ok": True, "seconds": seconds,
                        "minor_faults": after.ru_minflt - usage.ru_minflt,
                        "user_s": after.ru_utime - usage.ru_utime,

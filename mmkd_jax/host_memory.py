@@ -2,10 +2,10 @@
 
 XLA:CPU allocates each step's temporaries as one block (2.3 GB for a ViT-B/16 8x224 train step
 at batch 1) from a worker thread. glibc serves a block that large from a fresh `mmap` and
-returns it with `munmap` when the step ends, so every step touches new pages: 570k minor page
-faults and ~1 s of kernel time per ViT-B step on 2 cores, and 2-5 s when another large process
-shares the machine (docs/benchmarks.md, "Host memory"). PyTorch's per-tensor allocations stay
-under glibc's mmap threshold and barely fault.
+returns it with `munmap` when the step ends, so every step touches new pages: 613k minor page
+faults and ~1.3 s of kernel time per ViT-B step on 2 cores, 3.9-7.2 s when another large
+process shares the machine (docs/benchmarks.md, "What moved the numbers"). PyTorch's
+per-tensor allocations stay under glibc's mmap threshold and barely fault.
 
 `keep_freed_memory()` sets glibc's `mallopt` so that freed memory is reused instead: one arena
 for all threads (a thread arena cannot hold a block over 64 MB and would mmap it anyway), no

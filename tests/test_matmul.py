@@ -136,3 +136,22 @@ def test_mixed_precision_model_stays_close_to_float32(name, variant, inputs):
     assert err_mix < err_16, (err_mix, err_16)
     assert cos(gmix, g32) > 0.9999, cos(gmix, g32)
     assert abs(np.linalg.norm(gmix) / np.linalg.norm(g32) - 1) < 0.005
+
+
+def test_both_attention_impls_take_matmul_dtype():
+    """`attention="dot_product_attention"` casts its operands to matmul_dtype as the written-out
+    attention does: the two agree (bf16 products both) and both differ from float32."""
+    rng = np.random.default_rng(1)
+    video = rng.normal(size=(2, 4, 32, 32, 3)).astype(np.float32)
+    base = build_model({"name": "timesformer", "variant": "tiny", "num_classes": 7})
+    params = base.init(jax.random.key(0), video, train=False)["params"]
+    params = jax.tree.map(lambda p: p + 0.05 * rng.normal(size=p.shape).astype(np.float32),
+                          params)
+    run = lambda m: np.asarray(jax.jit(lambda p: m.apply({"params": p}, video, train=False))(
+        params))
+    l32 = run(base)
+    xla = run(base.clone(matmul_dtype="bfloat16"))
+    dpa = run(base.clone(matmul_dtype="bfloat16", attention="dot_product_attention"))
+    scale = np.abs(l32).max()
+    assert np.abs(dpa - xla).max() < 0.01 * scale
+    assert np.abs(dpa - l32).max() > 1e-5 and np.abs(xla - l32).max() > 1e-5

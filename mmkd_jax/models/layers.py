@@ -12,7 +12,6 @@ from mmkd_jax.models import matmul
 Dtype = Any
 
 
-
 def Dense(features: int, *, matmul_dtype: Dtype = None, **kwargs) -> nn.Dense:  # noqa: N802
     """Every dense layer of the models: `nn.Dense` (same parameters, same names) whose matmul
     operands are `matmul_dtype` (None: the layer's dtype), fast in bfloat16 on XLA:CPU
@@ -99,8 +98,10 @@ class Attention(nn.Module):
             if mask is not None:
                 mask = jnp.broadcast_to(mask, lead + (self.num_heads, length, length))
                 mask = mask.reshape((-1,) + mask.shape[-3:])
-            out = jax.nn.dot_product_attention(flat(q), flat(k), flat(v), mask=mask)
-            out = out.reshape(q.shape)
+            cast = (lambda t: t.astype(self.matmul_dtype)) if self.matmul_dtype else (lambda t: t)
+            out = jax.nn.dot_product_attention(flat(cast(q)), flat(cast(k)), flat(cast(v)),
+                                               mask=mask)
+            out = out.reshape(q.shape).astype(q.dtype)
         else:
             raise ValueError(f"unknown attention {self.impl!r}; expected one of {ATTENTION_IMPLS}")
         out = out.reshape(*batch, length, dim)
