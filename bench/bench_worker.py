@@ -66,7 +66,7 @@ def main() -> None:
     if args.get("device", "cpu") == "cpu" and args.get("host_malloc", "keep") == "keep":
         # The project's CPU setting (mmkd_jax/host_memory.py), before any thread starts; every
         # column gets it, PyTorch's included, so the allocator is the same on both sides.
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        # (The parent puts the repo root on PYTHONPATH: vs_pytorch.worker_env.)
         from mmkd_jax import host_memory
 
         host_memory.keep_freed_memory(force=True)

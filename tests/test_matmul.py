@@ -101,9 +101,16 @@ def test_cpu_compiles_all_three_products_as_bf16_dots(x_dtype):
     assert any("f32" in pair for pair in plain_dots), plain_dots
 
 
-@pytest.mark.parametrize("name,variant,inputs", [
-    ("timesformer", "tiny", "video"), ("stlt", "tiny", "boxes")])
-def test_mixed_precision_model_stays_close_to_float32(name, variant, inputs):
+def _model_and_params(name: str, args: tuple, rng: np.random.Generator, **fields):
+    """A tiny model and its init perturbed (non-zero temporal_fc, biases): every layer counts."""
+    base = build_model({"name": name, "variant": "tiny", "num_classes": 7, **fields})
+    params = base.init(jax.random.key(0), *args, train=False)["params"]
+    return base, jax.tree.map(
+        lambda p: p + 0.05 * rng.normal(size=p.shape).astype(np.float32), params)
+
+
+@pytest.mark.parametrize("name,inputs", [("timesformer", "video"), ("stlt", "boxes")])
+def test_mixed_precision_model_stays_close_to_float32(name, inputs):
     """matmul_dtype=bfloat16 with float32 activations (the CPU fast mode) vs float32: logits
     and gradients of the same weights, and closer than all-bfloat16 compute."""
     rng = np.random.default_rng(0)
@@ -113,10 +120,7 @@ def test_mixed_precision_model_stays_close_to_float32(name, variant, inputs):
         xy = rng.uniform(0, 0.6, size=(2, 4, 3, 2))
         args = (np.concatenate([xy, xy + 0.3], -1).astype(np.float32),
                 rng.integers(1, 3, size=(2, 4, 3)).astype(np.int32))
-    base = build_model({"name": name, "variant": variant, "num_classes": 7, "dropout": 0.0})
-    params = base.init(jax.random.key(0), *args, train=False)["params"]
-    params = jax.tree.map(lambda p: p + 0.05 * rng.normal(size=p.shape).astype(np.float32),
-                          params)  # non-zero temporal_fc, biases
+    base, params = _model_and_params(name, args, rng, dropout=0.0)
 
     def run(model):
         f = lambda p: model.apply({"params": p}, *args, train=False)
@@ -143,10 +147,7 @@ def test_both_attention_impls_take_matmul_dtype():
     attention does: the two agree (bf16 products both) and both differ from float32."""
     rng = np.random.default_rng(1)
     video = rng.normal(size=(2, 4, 32, 32, 3)).astype(np.float32)
-    base = build_model({"name": "timesformer", "variant": "tiny", "num_classes": 7})
-    params = base.init(jax.random.key(0), video, train=False)["params"]
-    params = jax.tree.map(lambda p: p + 0.05 * rng.normal(size=p.shape).astype(np.float32),
-                          params)
+    base, params = _model_and_params("timesformer", (video,), rng)
     run = lambda m: np.asarray(jax.jit(lambda p: m.apply({"params": p}, video, train=False))(
         params))
     l32 = run(base)

@@ -98,8 +98,8 @@ class Attention(nn.Module):
             if mask is not None:
                 mask = jnp.broadcast_to(mask, lead + (self.num_heads, length, length))
                 mask = mask.reshape((-1,) + mask.shape[-3:])
-            cast = (lambda t: t.astype(self.matmul_dtype)) if self.matmul_dtype else (lambda t: t)
-            out = jax.nn.dot_product_attention(flat(cast(q)), flat(cast(k)), flat(cast(v)),
+            op = self.matmul_dtype or q.dtype
+            out = jax.nn.dot_product_attention(*(flat(t.astype(op)) for t in (q, k, v)),
                                                mask=mask)
             out = out.reshape(q.shape).astype(q.dtype)
         else:

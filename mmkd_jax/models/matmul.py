@@ -10,14 +10,14 @@ Two precision modes reach here through `nn.Dense(dot_general=dense_dot_general(.
   one (convert pairs around every op), which a float32 model between matmuls avoids.
 
 Why a custom VJP. On CPUs with AVX512-BF16 (AMD Zen 4, Intel Sapphire Rapids and later)
-XLA:CPU multiplies bfloat16 matrices about twice as fast as float32 ones (420 vs 210 GFLOP/s on
-2 Zen 4 cores), but only through YNNPACK, and only for a `bf16 x bf16 -> f32` dot whose left
+XLA:CPU multiplies bfloat16 matrices twice as fast as float32 ones (431 vs 216 GFLOP/s on 2
+Zen 4 cores), but only through YNNPACK, and only for a `bf16 x bf16 -> f32` dot whose left
 operand contracts over its last axis, row-major (`xla/backends/cpu/ynn_support.cc`); other
 bfloat16 dots are upcast to float32 early in compilation. Autodiff's weight gradient `x^T @ g`
 contracts over the leading (token) axis of `x`, so it was always upcast. `_dense` writes all
 three products (forward, input gradient, weight gradient) in the supported form, with `x^T`
 materialised (`_transposed`). The values are those of the plain path up to summation order:
-XLA:CPU accumulates bfloat16 dots in float32 either way (tests/test_perf_numerics.py). Off the
+XLA:CPU accumulates bfloat16 dots in float32 either way (tests/test_matmul.py). Off the
 CPU backend the casts are the same and the dot is plain `lax.dot_general` with a float32 result:
 cuBLAS and the TPU MXU accumulate bfloat16 in float32 natively.
 """
