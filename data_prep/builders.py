@@ -21,10 +21,10 @@ DATA_PREP_DIR = os.path.dirname(os.path.abspath(__file__))
 BUILDER_MODULES = {
     name: f"data_prep.{name}.{name}_dataset_builder"
     for name in ("something_something_v2", "something_else", "something_synthetic",
-                 "video_folder")
+                 "something_synthetic_images", "video_folder")
 }
 # Datasets generated from code alone: built on first `load`, no manual files needed.
-GENERATED = ("something_synthetic",)
+GENERATED = ("something_synthetic", "something_synthetic_images")
 
 
 def _split(name: str) -> tuple[str, str | None]:

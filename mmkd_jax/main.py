@@ -1,7 +1,8 @@
 """Entry point for every experiment: `python -m mmkd_jax.main --config=FILE[:ARG] --workdir=DIR`.
 
 The config decides what runs (`config.trainer`): `train` for baselines, omnivore and
-distillation, `evaluate` for a teacher ensemble, `table1` for the paper's table in miniature.
+distillation, `evaluate` for a teacher ensemble, `table1` for the paper's table in miniature,
+`pretrain` for the image model the synthetic presets start from.
 `--config.mode=predict` instead writes per-video predictions and pooled features of the run's
 checkpoint (mmkd_jax/analysis.py).
 Override any field with `--config.field=value`. The same command runs on one CPU, several GPUs,
@@ -38,8 +39,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def trainers() -> dict:
     # Imported here so `--help` and flag errors do not pay for importing TF and JAX.
     from mmkd_jax import table1
-    from mmkd_jax.train import evaluate, trainer
-    return {"train": trainer.train_and_evaluate, "evaluate": evaluate.run, "table1": table1.run}
+    from mmkd_jax.train import evaluate, pretrain, trainer
+    return {"train": trainer.train_and_evaluate, "evaluate": evaluate.run, "table1": table1.run,
+            "pretrain": pretrain.run}
 
 
 def modes() -> dict:

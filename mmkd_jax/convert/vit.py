@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mmkd_jax.convert.naming import Rule, conv, linear, rename, strip_prefix
+from mmkd_jax.convert.naming import Rule, conv, flatten, linear, rename, strip_prefix
 from mmkd_jax.convert.readers import load_file
 
 _B = r"Transformer/encoderblock_(\d+)"
@@ -111,6 +111,58 @@ def vit_to_timesformer(vit: Mapping[str, np.ndarray], num_frames: int) -> dict[s
         out[f"{b}/temporal_fc/kernel"] = np.zeros((dim, dim), np.float32)
         out[f"{b}/temporal_fc/bias"] = np.zeros((dim,), np.float32)
     out["time_embed"] = np.zeros((1, num_frames, dim), np.float32)
+    return out
+
+
+def vit_to_npz(params: Mapping, num_heads: int) -> dict[str, np.ndarray]:
+    """Our ViT params (mmkd_jax/models/vit.py) -> a flat dict in the augreg / big_vision npz
+    layout that `vit_from_npz` reads (`np.savez(path, **result)` writes the file).
+
+    The fused `qkv` Dense is cut into `query` / `key` / `value` kernels (D, H, Dh), `proj`
+    becomes `out` (H, Dh, D); `pos_embed` keeps its cls entry, as augreg files do.
+    """
+    flat = {k: np.asarray(v, np.float32) for k, v in flatten(params).items()}
+    out, used = {}, set()
+
+    def put(ours: str, theirs: str, fn=lambda a: a) -> None:
+        out[theirs] = fn(flat[ours])
+        used.add(ours)
+
+    put("patch_embed/kernel", "embedding/kernel")
+    put("patch_embed/bias", "embedding/bias")
+    put("cls", "cls")
+    put("pos_embed", "Transformer/posembed_input/pos_embedding")
+    put("norm/scale", "Transformer/encoder_norm/scale")
+    put("norm/bias", "Transformer/encoder_norm/bias")
+    for key in ("head/kernel", "head/bias"):
+        if key in flat:
+            put(key, key)
+    blocks = sorted({int(k.split("/")[0][len("blocks_"):]) for k in flat
+                     if k.startswith("blocks_")})
+    for i in blocks:
+        ours, theirs = f"blocks_{i}", f"Transformer/encoderblock_{i}"
+        attn = f"{theirs}/MultiHeadDotProductAttention_1"
+        for norm, ln in (("norm1", "LayerNorm_0"), ("norm2", "LayerNorm_2")):
+            for leaf in ("scale", "bias"):
+                put(f"{ours}/{norm}/{leaf}", f"{theirs}/{ln}/{leaf}")
+        for j, fc in enumerate(("fc1", "fc2")):
+            for leaf in ("kernel", "bias"):
+                put(f"{ours}/mlp/{fc}/{leaf}", f"{theirs}/MlpBlock_3/Dense_{j}/{leaf}")
+        kernel, bias = flat[f"{ours}/attn/qkv/kernel"], flat[f"{ours}/attn/qkv/bias"]
+        dim = kernel.shape[0]
+        head_dim = dim // num_heads
+        for j, name in enumerate(("query", "key", "value")):
+            part = slice(j * dim, (j + 1) * dim)
+            out[f"{attn}/{name}/kernel"] = kernel[:, part].reshape(dim, num_heads, head_dim)
+            out[f"{attn}/{name}/bias"] = bias[part].reshape(num_heads, head_dim)
+        used |= {f"{ours}/attn/qkv/kernel", f"{ours}/attn/qkv/bias"}
+        proj = flat[f"{ours}/attn/proj/kernel"]
+        out[f"{attn}/out/kernel"] = proj.reshape(num_heads, head_dim, proj.shape[-1])
+        used.add(f"{ours}/attn/proj/kernel")
+        put(f"{ours}/attn/proj/bias", f"{attn}/out/bias")
+    left = sorted(set(flat) - used)
+    if left:
+        raise ValueError(f"ViT params with no place in the npz layout: {left}")
     return out
 
 

@@ -7,7 +7,7 @@ and a block shuffle seeded by (seed, shard, epoch)), and per-example augmentatio
 shard order; process p of n reads the shards j with j % n == p. See docs/pipeline.md.
 """
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import ml_collections
 import numpy as np
@@ -17,6 +17,8 @@ import tensorflow_datasets as tfds
 from mmkd_jax.data import records, seeds, views
 
 _FOREVER = 2**62
+# tf_example_spec -> map function (serialized record, example seed int32[2]) -> dict of tensors.
+ExampleFn = Callable[[dict], Callable[[tf.Tensor, tf.Tensor], dict]]
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -132,9 +134,13 @@ def _concat_batches(*batches: dict) -> dict:
 
 
 def train_dataset(data_cfg, keys: Sequence[str], global_batch_size: int, *, seed: int,
-                  start_step: int = 0, process_index: int = 0,
-                  process_count: int = 1) -> tf.data.Dataset:
-    """This process's part of every global training batch from `start_step` on (infinite)."""
+                  start_step: int = 0, process_index: int = 0, process_count: int = 1,
+                  example_fn: ExampleFn | None = None) -> tf.data.Dataset:
+    """This process's part of every global training batch from `start_step` on (infinite).
+
+    `example_fn(tf_example_spec)` makes the map function (serialized record, example seed) ->
+    dict for records that are not videos (pretraining scenes); default: the video views of
+    `keys`."""
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, {process_count})")
     builder = _builder(data_cfg)
@@ -146,8 +152,12 @@ def train_dataset(data_cfg, keys: Sequence[str], global_batch_size: int, *, seed
         raise ValueError(f"{data_cfg.train_split} of {data_cfg.name}: the smallest of {shards} "
                          f"shards has {min(records.count(p) for p in parts)} examples, fewer "
                          f"than one per-shard batch of {batch}")
-    spec = views.ViewSpec.from_config(data_cfg)
-    fn = views.example_fn(builder.info.features.tf_example_spec, spec, tuple(keys), train=True)
+    if example_fn is None:
+        spec = views.ViewSpec.from_config(data_cfg)
+        fn = views.example_fn(builder.info.features.tf_example_spec, spec, tuple(keys),
+                              train=True)
+    else:
+        fn = example_fn(builder.info.features.tf_example_spec)
     parallel = _parallelism(data_cfg.num_parallel_calls)
     per_shard = []
     for shard in range(process_index, shards, process_count):
@@ -159,8 +169,8 @@ def train_dataset(data_cfg, keys: Sequence[str], global_batch_size: int, *, seed
 
 
 def train_iterator(data_cfg, keys: Sequence[str], global_batch_size: int, *, seed: int,
-                   start_step: int = 0, process_index: int = 0,
-                   process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                   start_step: int = 0, process_index: int = 0, process_count: int = 1,
+                   example_fn: ExampleFn | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Infinite iterator of host-local training batches (dicts of NumPy arrays).
 
     Batch `k` of an iterator started at `start_step` equals batch `start_step + k` of one started
@@ -169,18 +179,21 @@ def train_iterator(data_cfg, keys: Sequence[str], global_batch_size: int, *, see
     """
     return iter(tfds.as_numpy(train_dataset(
         data_cfg, keys, global_batch_size, seed=seed, start_step=start_step,
-        process_index=process_index, process_count=process_count)))
+        process_index=process_index, process_count=process_count, example_fn=example_fn)))
 
 
 def eval_dataset(data_cfg, keys: Sequence[str], global_batch_size: int, *,
                  split: str | None = None, process_index: int = 0, process_count: int = 1,
-                 num_clips: int = 1, num_crops: int = 1) -> tf.data.Dataset:
+                 num_clips: int = 1, num_crops: int = 1,
+                 example_fn: ExampleFn | None = None,
+                 padding: dict | None = None) -> tf.data.Dataset:
     """This process's eval batches: a contiguous part of the split, padded with mask-0 examples
     so that every process runs the same number of batches.
 
     With `num_clips` x `num_crops` > 1 views, every model key gets a view axis after the batch
     axis, (B, V, ...) (`views.multiview_example_fn`); 1 x 1 is the paper's single view, without
-    that axis."""
+    that axis. `example_fn` and `padding` (its mask-0 example) replace the video views, as in
+    `train_dataset`."""
     if global_batch_size % process_count:
         raise ValueError(f"eval batch {global_batch_size} not divisible by {process_count} "
                          "processes")
@@ -189,19 +202,23 @@ def eval_dataset(data_cfg, keys: Sequence[str], global_batch_size: int, *,
     parts = records.even_parts(builder, split or data_cfg.eval_split, process_count)
     counts = [records.count(p) for p in parts]
     num_batches = math.ceil(max(counts) / batch)
-    spec = views.ViewSpec.from_config(data_cfg)
     num_views = num_clips * num_crops
-    if num_views == 1:
+    spec = views.ViewSpec.from_config(data_cfg) if example_fn is None else None
+    if example_fn is not None:
+        fn = example_fn(builder.info.features.tf_example_spec)
+    elif num_views == 1:
         fn = views.example_fn(builder.info.features.tf_example_spec, spec, tuple(keys),
                               train=False, with_id=True)
     else:
         fn = views.multiview_example_fn(builder.info.features.tf_example_spec, spec, tuple(keys),
                                         num_clips, num_crops, with_id=True)
+    if padding is None:
+        padding = views.padding_example(spec, tuple(keys), True,
+                                        num_views if num_views > 1 else 0)
     no_seed = tf.zeros([2], tf.int32)
     ds = records.read_serialized(parts[process_index]).map(
         lambda rec: fn(rec, no_seed), num_parallel_calls=_parallelism(data_cfg.num_parallel_calls))
-    padding = tf.data.Dataset.from_tensors(views.padding_example(
-        spec, tuple(keys), True, num_views if num_views > 1 else 0))
+    padding = tf.data.Dataset.from_tensors(padding)
     ds = ds.concatenate(padding.repeat(num_batches * batch - counts[process_index]))
     ds = ds.batch(batch).prefetch(_parallelism(data_cfg.prefetch))
     return ds.with_options(_options(data_cfg))
@@ -226,10 +243,12 @@ def eval_positions(data_cfg, split: str | None = None, process_index: int = 0,
 
 def eval_iterator(data_cfg, keys: Sequence[str], global_batch_size: int, *,
                   split: str | None = None, process_index: int = 0, process_count: int = 1,
-                  num_clips: int = 1, num_crops: int = 1) -> Iterable[dict[str, np.ndarray]]:
+                  num_clips: int = 1, num_crops: int = 1, example_fn: ExampleFn | None = None,
+                  padding: dict | None = None) -> Iterable[dict[str, np.ndarray]]:
     """Finite, re-iterable eval batches with `mask` (1 real, 0 padding) and host-side
     `video_id` (bytes; strip it before device_put). Every example appears exactly once.
     `num_clips` x `num_crops` > 1 adds a view axis, see `eval_dataset`."""
     return tfds.as_numpy(eval_dataset(data_cfg, keys, global_batch_size, split=split,
                                       process_index=process_index, process_count=process_count,
-                                      num_clips=num_clips, num_crops=num_crops))
+                                      num_clips=num_clips, num_crops=num_crops,
+                                      example_fn=example_fn, padding=padding))

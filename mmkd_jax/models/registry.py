@@ -7,12 +7,13 @@ from typing import Any
 
 import flax.linen as nn
 
-from mmkd_jax.models import stlt, timesformer
+from mmkd_jax.models import stlt, timesformer, vit
 
 # name -> (module class, named variants).
 MODELS: dict[str, tuple[type[nn.Module], dict[str, dict[str, Any]]]] = {
     "timesformer": (timesformer.TimeSformer, timesformer.VARIANTS),
     "stlt": (stlt.STLT, stlt.VARIANTS),
+    "vit": (vit.ViT, vit.VARIANTS),  # image model of pretraining (mmkd_jax/train/pretrain.py)
 }
 
 MODALITY_KEYS: dict[str, tuple[str, ...]] = {

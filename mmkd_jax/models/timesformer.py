@@ -36,7 +36,7 @@ def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
     return np.minimum(idx, in_size - 1)
 
 
-def _pair(x) -> tuple[int, int]:
+def pair(x) -> tuple[int, int]:
     return (int(x), int(x)) if np.isscalar(x) else (int(x[0]), int(x[1]))
 
 
@@ -121,7 +121,7 @@ class TimeSformer(nn.Module):
 
     @property
     def grid(self) -> tuple[int, int]:
-        h, w = _pair(self.image_size)
+        h, w = pair(self.image_size)
         return h // self.patch_size, w // self.patch_size
 
     @nn.compact
