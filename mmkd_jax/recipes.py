@@ -87,6 +87,9 @@ def base_config(arg: str | None, modality: str) -> ml_collections.ConfigDict:
     # Teacher (distillation / teacher evaluation): members are other runs, see configs/distill.py.
     c.teacher = ml_collections.ConfigDict()
     c.teacher.members = []
+    # Each member's last checkpoint (not its best by eval top-1: that would select the teacher
+    # on the split every result is reported on); see mmkd_jax/train/members.py.
+    c.teacher.checkpoint = "latest"
     # Train members that have no checkpoint yet (synthetic presets); on real data, stop and print
     # the commands instead: a ViT-B run is not something to start implicitly.
     c.teacher.train_missing = preset not in REAL

@@ -133,6 +133,20 @@ def ensure_trained(parent: ml_collections.ConfigDict, parent_workdir: str,
         train_fn(configs[spec.name], wd)
 
 
+# Which checkpoint of each member the teacher uses (`config.teacher.checkpoint`). "latest", the
+# default, is the member's last step. "best" is the step with the highest top-1 on the eval
+# split, which is also the split every result is reported on: choosing members by it would
+# select the teacher on the test data.
+TEACHER_CHECKPOINTS = ("latest", "best")
+
+
+def member_step(ckpt: checkpoint.Checkpointer, choice: str) -> int:
+    if choice not in TEACHER_CHECKPOINTS:
+        raise ValueError(f"config.teacher.checkpoint={choice!r}; choose one of "
+                         f"{TEACHER_CHECKPOINTS}")
+    return ckpt.latest_step() if choice == "latest" else ckpt.best_step()
+
+
 def load(parent: ml_collections.ConfigDict, parent_workdir: str, sharding
          ) -> tuple[list[tuple], list[dict]]:
     """Returns [(module, params, modality)] frozen on `sharding`, and per-member info dicts."""
@@ -143,8 +157,7 @@ def load(parent: ml_collections.ConfigDict, parent_workdir: str, sharding
         check_compatible(spec.name, cfg, parent)
         module = models.build_model(cfg.model)
         ckpt = checkpoint.Checkpointer(os.path.join(wd, "checkpoints"), read_only=True)
-        step = ckpt.best_step() if parent.teacher.get("checkpoint", "best") == "best" \
-            else ckpt.latest_step()
+        step = member_step(ckpt, parent.teacher.get("checkpoint", "latest"))
         params = ckpt.restore_params(
             step, state.abstract_params(module, cfg.modality, cfg.data, sharding))
         results_path = os.path.join(wd, RESULTS_FILE)
