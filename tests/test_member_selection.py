@@ -24,7 +24,8 @@ def _member_workdir(root: str) -> tuple[str, dict]:
     ckpt = checkpoint.Checkpointer(os.path.join(wd, "checkpoints"), keep=1, async_save=False)
     for step, top1 in ((1, 90.0), (2, 10.0)):
         rng = np.random.default_rng(step)
-        saved[step] = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes)
+        saved[step] = jax.tree.map(lambda s, r=rng: r.normal(size=s.shape).astype(np.float32),
+                                   shapes)
         ckpt.save(step, saved[step], {"count": np.zeros((), np.int32)}, {"step": step},
                   metrics={"top1": top1})
     ckpt.close()

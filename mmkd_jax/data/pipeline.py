@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mmkd_jax.data import records, seeds, views
+from mmkd_jax.data import cache, records, seeds, views
 
 _FOREVER = 2**62
 # tf_example_spec -> map function (serialized record, example seed int32[2]) -> dict of tensors.
@@ -43,6 +43,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.num_parallel_calls = -1  # -1 = tf.data.AUTOTUNE
     c.prefetch = 2  # batches; -1 = AUTOTUNE
     c.threads = 0  # private tf.data thread pool size; 0 = TF's shared pool
+    # Splits whose decoded records fit in this many GB are decoded once per run and held in
+    # memory (data/cache.py; the same batches as decoding every epoch); 0 turns it off.
+    c.cache_decoded_gb = 2.0
     return c
 
 
@@ -109,8 +112,10 @@ def _block_shuffle(ds: tf.data.Dataset, block: int, seed: tf.Tensor) -> tf.data.
 
 
 def _shard_stream(data_cfg, instructions: list, shard: int, seed: int, per_epoch: int,
-                  start: int) -> tf.data.Dataset:
-    """(serialized record, example seed) of one shard, forever, from record number `start`."""
+                  start: int, read=records.read_serialized) -> tf.data.Dataset:
+    """(record, example seed) of one shard, forever, from record number `start`; records are
+    serialized, or their positions in a decoded store (`read=records.read_indices`): the order
+    is the same."""
     root = seeds.fold(seeds.base_seed(seed), shard)
     first_epoch, skip = divmod(start, per_epoch)
     block = max(1, int(data_cfg.shuffle_buffer))
@@ -119,7 +124,7 @@ def _shard_stream(data_cfg, instructions: list, shard: int, seed: int, per_epoch
         file_seed, block_seed, example_seed = tf.unstack(
             tf.random.experimental.stateless_split(seeds.fold(root, e), 3))
         order = tf.random.experimental.stateless_shuffle(tf.range(len(instructions)), file_seed)
-        recs = records.read_serialized(instructions, order, int(data_cfg.file_cycle_length))
+        recs = read(instructions, order, int(data_cfg.file_cycle_length))
         recs = _block_shuffle(recs, block, block_seed).take(per_epoch)
         ds = tf.data.Dataset.zip(recs, tf.data.Dataset.range(per_epoch))
         # Resume: drop already-seen records while still serialized (no parse, no decode).
@@ -127,6 +132,14 @@ def _shard_stream(data_cfg, instructions: list, shard: int, seed: int, per_epoch
         return ds.map(lambda rec, pos: (rec, seeds.fold(example_seed, pos)))
 
     return tf.data.Dataset.range(first_epoch, _FOREVER).flat_map(epoch)
+
+
+def _store(data_cfg, tf_spec: dict, part: list, keys: Sequence[str], with_id: bool,
+           what: str) -> dict | None:
+    """The decoded store of `part` when it fits in `data_cfg.cache_decoded_gb` (data/cache.py)."""
+    fields = views.record_features(tuple(keys), with_id)
+    return cache.decoded_store(tf_spec, part, fields, float(data_cfg.get("cache_decoded_gb", 0)),
+                               name=f"{data_cfg.name} {what}")
 
 
 def _concat_batches(*batches: dict) -> dict:
@@ -152,16 +165,21 @@ def train_dataset(data_cfg, keys: Sequence[str], global_batch_size: int, *, seed
         raise ValueError(f"{data_cfg.train_split} of {data_cfg.name}: the smallest of {shards} "
                          f"shards has {min(records.count(p) for p in parts)} examples, fewer "
                          f"than one per-shard batch of {batch}")
-    if example_fn is None:
-        spec = views.ViewSpec.from_config(data_cfg)
-        fn = views.example_fn(builder.info.features.tf_example_spec, spec, tuple(keys),
-                              train=True)
-    else:
-        fn = example_fn(builder.info.features.tf_example_spec)
+    tf_spec = builder.info.features.tf_example_spec
     parallel = _parallelism(data_cfg.num_parallel_calls)
     per_shard = []
     for shard in range(process_index, shards, process_count):
-        ds = _shard_stream(data_cfg, parts[shard], shard, seed, spe * batch, start_step * batch)
+        store = None
+        if example_fn is None:
+            store = _store(data_cfg, tf_spec, parts[shard], keys, False,
+                           f"{data_cfg.train_split} shard {shard}")
+            fn = views.example_fn(tf_spec, views.ViewSpec.from_config(data_cfg), tuple(keys),
+                                  train=True, store=store)
+        else:
+            fn = example_fn(tf_spec)
+        read = records.read_serialized if store is None else records.read_indices
+        ds = _shard_stream(data_cfg, parts[shard], shard, seed, spe * batch, start_step * batch,
+                           read)
         per_shard.append(ds.map(fn, num_parallel_calls=parallel).batch(batch, drop_remainder=True))
     ds = per_shard[0] if len(per_shard) == 1 else tf.data.Dataset.zip(
         tuple(per_shard)).map(_concat_batches)
@@ -204,20 +222,25 @@ def eval_dataset(data_cfg, keys: Sequence[str], global_batch_size: int, *,
     num_batches = math.ceil(max(counts) / batch)
     num_views = num_clips * num_crops
     spec = views.ViewSpec.from_config(data_cfg) if example_fn is None else None
+    tf_spec = builder.info.features.tf_example_spec
+    part, store = parts[process_index], None
     if example_fn is not None:
-        fn = example_fn(builder.info.features.tf_example_spec)
-    elif num_views == 1:
-        fn = views.example_fn(builder.info.features.tf_example_spec, spec, tuple(keys),
-                              train=False, with_id=True)
+        fn = example_fn(tf_spec)
     else:
-        fn = views.multiview_example_fn(builder.info.features.tf_example_spec, spec, tuple(keys),
-                                        num_clips, num_crops, with_id=True)
+        store = _store(data_cfg, tf_spec, part, keys, True, split or data_cfg.eval_split)
+        if num_views == 1:
+            fn = views.example_fn(tf_spec, spec, tuple(keys), train=False, with_id=True,
+                                  store=store)
+        else:
+            fn = views.multiview_example_fn(tf_spec, spec, tuple(keys), num_clips, num_crops,
+                                            with_id=True, store=store)
     if padding is None:
         padding = views.padding_example(spec, tuple(keys), True,
                                         num_views if num_views > 1 else 0)
     no_seed = tf.zeros([2], tf.int32)
-    ds = records.read_serialized(parts[process_index]).map(
-        lambda rec: fn(rec, no_seed), num_parallel_calls=_parallelism(data_cfg.num_parallel_calls))
+    read = records.read_serialized if store is None else records.read_indices
+    ds = read(part).map(lambda rec: fn(rec, no_seed),
+                        num_parallel_calls=_parallelism(data_cfg.num_parallel_calls))
     padding = tf.data.Dataset.from_tensors(padding)
     ds = ds.concatenate(padding.repeat(num_batches * batch - counts[process_index]))
     ds = ds.batch(batch).prefetch(_parallelism(data_cfg.prefetch))

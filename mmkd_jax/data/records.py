@@ -73,3 +73,25 @@ def read_serialized(instructions: list, order: tf.Tensor | None = None,
         return files.flat_map(read)
     return files.interleave(read, cycle_length=cycle, block_length=1, num_parallel_calls=cycle,
                             deterministic=True)
+
+
+def read_indices(instructions: list, order: tf.Tensor | None = None,
+                 cycle_length: int = 1) -> tf.data.Dataset:
+    """int64 positions of the records `read_serialized(instructions, order, cycle_length)`
+    yields, in that same order; position i is the i-th record of `instructions` read in their
+    own order (`read_serialized(instructions)`), i.e. row i of a decoded store (data/cache.py).
+    """
+    if not instructions:
+        return tf.data.Dataset.from_tensor_slices(tf.constant([], tf.int64))
+    takes = [fi.take for fi in instructions]
+    starts = [sum(takes[:i]) for i in range(len(takes))]
+    table = (tf.constant(starts, tf.int64), tf.constant(takes, tf.int64))
+    if order is not None:
+        table = tuple(tf.gather(column, order) for column in table)
+    files = tf.data.Dataset.from_tensor_slices(table)
+    read = lambda start, take: tf.data.Dataset.range(start, start + take)
+    cycle = max(1, min(cycle_length, len(instructions)))
+    if cycle == 1:
+        return files.flat_map(read)
+    return files.interleave(read, cycle_length=cycle, block_length=1, num_parallel_calls=cycle,
+                            deterministic=True)

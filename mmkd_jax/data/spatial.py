@@ -2,8 +2,11 @@
 
 Windows are sampled in the record's frame pixels (`frame_size`) and passed around normalised
 (top, left, height, width as fractions of the frame), so that RGB, flow at any resolution and
-the normalised boxes all see the same region. Cropping before decoding lets
-`tf.image.decode_and_crop_jpeg` skip the pixels outside the window.
+the normalised boxes all see the same region. Frames are decoded whole and then cropped, as the
+reference pipeline (PIL) does: `tf.image.decode_and_crop_jpeg` would be cheaper but its last
+column differs from the whole decode by up to 35 levels where the window's edge splits a chroma
+pair (measured on the synthetic frames), and a decoded-once cache (data/cache.py) must give the
+very same pixels as decoding on the fly.
 """
 import tensorflow as tf
 
@@ -47,16 +50,21 @@ def pixel_window(window: tf.Tensor, image_hw: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.concat([start, extent], 0), tf.int32)
 
 
-def decode_crop(jpegs: tf.Tensor, window: tf.Tensor, channels: int) -> tf.Tensor:
-    """Decodes the window of each JPEG in `jpegs` (string[T], static T) -> uint8[T,h,w,C].
-
-    All frames of a video share one size, so the first frame's header gives the pixel window.
-    """
-    crop = pixel_window(window, tf.image.extract_jpeg_shape(jpegs[0])[:2])
+def decode(jpegs: tf.Tensor, channels: int) -> tf.Tensor:
+    """JPEGs string[T] (static T, one size) -> uint8[T,H,W,C]; decoded pixels pass through."""
+    if jpegs.dtype != tf.string:
+        return jpegs
     # Unrolled over the (small, static) T so the decodes can run as independent ops.
-    return tf.stack([tf.image.decode_and_crop_jpeg(jpegs[t], crop, channels=channels,
-                                                   dct_method=DCT_METHOD)
+    return tf.stack([tf.io.decode_jpeg(jpegs[t], channels=channels, dct_method=DCT_METHOD)
                      for t in range(jpegs.shape[0])])
+
+
+def decode_crop(frames: tf.Tensor, window: tf.Tensor, channels: int) -> tf.Tensor:
+    """The window of every frame -> uint8[T,h,w,C]; `frames` are JPEGs (string[T]) or already
+    decoded uint8[T,H,W,C] (a cached record)."""
+    pixels = decode(frames, channels)
+    top, left, height, width = tf.unstack(pixel_window(window, tf.shape(pixels)[1:3]))
+    return pixels[:, top:top + height, left:left + width]
 
 
 def resize(pixels: tf.Tensor, size: int) -> tf.Tensor:
@@ -66,7 +74,7 @@ def resize(pixels: tf.Tensor, size: int) -> tf.Tensor:
     return tf.image.resize(tf.cast(pixels, tf.float32), [size, size], method="bilinear")
 
 
-def decode_crop_resize(jpegs: tf.Tensor, window: tf.Tensor, size: int,
+def decode_crop_resize(frames: tf.Tensor, window: tf.Tensor, size: int,
                        channels: int) -> tf.Tensor:
     """`decode_crop` then `resize`: float32[T,S,S,C] pixels of the window."""
-    return resize(decode_crop(jpegs, window, channels), size)
+    return resize(decode_crop(frames, window, channels), size)

@@ -61,8 +61,8 @@ def record_features(keys: Sequence[str], with_id: bool) -> tuple[str, ...]:
 
 def rgb_view(clip: Clip, spec: ViewSpec) -> tf.Tensor:
     """float32[T,S,S,3]: decoded window, resized, colour-jittered (train), normalised."""
-    jpegs = tf.gather(clip.record["frames"], clip.indices)
-    pixels = spatial.decode_crop_resize(jpegs, clip.window, spec.image_size, 3)
+    frames = tf.gather(clip.record["frames"], clip.indices)
+    pixels = spatial.decode_crop_resize(frames, clip.window, spec.image_size, 3)
     return color.photometric(pixels, clip.jitter, spec.jit)
 
 
@@ -74,14 +74,15 @@ def flow_pixels(clip: Clip, spec: ViewSpec) -> tf.Tensor:
     """
     flow_x, flow_y = clip.record["flow_x"], clip.record["flow_y"]
     size, t = spec.image_size, spec.num_frames
-    idx = tf.minimum(clip.indices, tf.size(flow_x) - 1)
+    idx = tf.minimum(clip.indices, tf.shape(flow_x)[0] - 1)
 
     def decode():
         y = spatial.decode_crop(tf.gather(flow_y, idx), clip.window, 1)
         xyy = tf.concat([spatial.decode_crop(tf.gather(flow_x, idx), clip.window, 1), y, y], -1)
         return spatial.resize(xyy, size)
 
-    return tf.cond(tf.size(flow_x) > 0, decode, lambda: tf.fill([t, size, size, 3], _TSN_ZERO))
+    return tf.cond(tf.shape(flow_x)[0] > 0, decode,
+                   lambda: tf.fill([t, size, size, 3], _TSN_ZERO))
 
 
 def flow_view(clip: Clip, spec: ViewSpec, channels: int) -> tf.Tensor:
@@ -142,22 +143,38 @@ def clip_outputs(clip: Clip, spec: ViewSpec, keys: Sequence[str],
     return out
 
 
+def _reader(tf_example_spec: dict, keys: Sequence[str], with_id: bool,
+            store: dict | None) -> Callable[[tf.Tensor], dict]:
+    """record -> its fields: parses a serialized record, or, with a `store` of decoded records
+    (mmkd_jax/data/cache.py), takes entry `record` (an index) of every field."""
+    unknown = set(keys) - set(MODEL_KEYS)
+    if unknown:
+        raise ValueError(f"unknown batch keys {sorted(unknown)}; known: {MODEL_KEYS}")
+    fields = record_features(keys, with_id)
+    if store is not None:
+        missing = set(fields) - set(store)
+        if missing:
+            raise ValueError(f"decoded store lacks fields {sorted(missing)}")
+        return lambda index: {name: tf.gather(store[name], index) for name in fields}
+    parse_spec = {name: tf_example_spec[name] for name in fields}
+    return lambda serialized: tf.io.parse_single_example(serialized, parse_spec)
+
+
 def example_fn(tf_example_spec: dict, spec: ViewSpec, keys: Sequence[str], *, train: bool,
-               with_id: bool = False) -> Callable[[tf.Tensor, tf.Tensor], dict]:
-    """Map function (serialized record, example seed int32[2]) -> dict of the asked keys.
+               with_id: bool = False, store: dict | None = None
+               ) -> Callable[[tf.Tensor, tf.Tensor], dict]:
+    """Map function (serialized record, example seed int32[2]) -> dict of the asked keys; with a
+    decoded `store`, (index into the store, example seed) instead: the same views.
 
     Train: random segment frames, scale-jittered random crop, colour jitter (RGB), random omni
     modality. Eval: segment midpoints, centre crop, and `omni` is the RGB view (the omnivore
     model is evaluated on RGB frames, paper Table 1); the seed is ignored.
     """
-    unknown = set(keys) - set(MODEL_KEYS)
-    if unknown:
-        raise ValueError(f"unknown batch keys {sorted(unknown)}; known: {MODEL_KEYS}")
-    parse_spec = {name: tf_example_spec[name] for name in record_features(keys, with_id)}
+    read = _reader(tf_example_spec, keys, with_id, store)
 
-    def fn(serialized: tf.Tensor, seed: tf.Tensor) -> dict:
-        rec = tf.io.parse_single_example(serialized, parse_spec)
-        length = tf.size(rec["frames"])
+    def fn(record: tf.Tensor, seed: tf.Tensor) -> dict:
+        rec = read(record)
+        length = tf.shape(rec["frames"])[0]
         frame_hw = rec["frame_size"]
         if train:
             streams = seeds.example_streams(seed)
@@ -233,22 +250,19 @@ def crop_windows(frame_hw: tf.Tensor, num_crops: int) -> tf.Tensor:
 
 
 def multiview_example_fn(tf_example_spec: dict, spec: ViewSpec, keys: Sequence[str],
-                         num_clips: int, num_crops: int, *, with_id: bool = False
-                         ) -> Callable[[tf.Tensor, tf.Tensor], dict]:
+                         num_clips: int, num_crops: int, *, with_id: bool = False,
+                         store: dict | None = None) -> Callable[[tf.Tensor, tf.Tensor], dict]:
     """Eval map function whose model keys carry a view axis: (V, ...) with V = num_clips x
     num_crops, view v = clip v // num_crops, crop v % num_crops (clip-major). The seed is
-    ignored; `omni` is the RGB view, as in `example_fn`'s eval."""
-    unknown = set(keys) - set(MODEL_KEYS)
-    if unknown:
-        raise ValueError(f"unknown batch keys {sorted(unknown)}; known: {MODEL_KEYS}")
+    ignored; `omni` is the RGB view, as in `example_fn`'s eval. `store`: as in `example_fn`."""
     if num_clips < 1 or num_crops not in CROP_COUNTS:
         raise ValueError(f"num_clips={num_clips} (>= 1), num_crops={num_crops} "
                          f"(one of {CROP_COUNTS})")
-    parse_spec = {name: tf_example_spec[name] for name in record_features(keys, with_id)}
+    read = _reader(tf_example_spec, keys, with_id, store)
 
-    def fn(serialized: tf.Tensor, seed: tf.Tensor) -> dict:
-        rec = tf.io.parse_single_example(serialized, parse_spec)
-        indices = clip_indices(tf.size(rec["frames"]), spec.num_frames, num_clips)
+    def fn(record: tf.Tensor, seed: tf.Tensor) -> dict:
+        rec = read(record)
+        indices = clip_indices(tf.shape(rec["frames"])[0], spec.num_frames, num_clips)
         windows = crop_windows(rec["frame_size"], num_crops)
         views = [clip_outputs(Clip(rec, indices[c], windows[s], None), spec, keys,
                               lambda: tf.constant(0))
