@@ -94,6 +94,27 @@ def eval_loop(step_fn, params, data_cfg: ml_collections.ConfigDict, keys: tuple,
             "num_examples": int(totals["count"])}
 
 
+def population_eval_loop(step_fn, params, data_cfg: ml_collections.ConfigDict, keys: tuple,
+                         batch_size: int, mesh, views: tuple[int, int] = (1, 1)) -> list[dict]:
+    """`eval_loop` for K models in one pass over the split: `step_fn` returns counts with a
+    leading member axis (steps.make_population_eval_step); one result dict per member."""
+    totals = None
+    for local in pipeline.eval_iterator(data_cfg, keys, batch_size,
+                                        process_index=jax.process_index(),
+                                        process_count=jax.process_count(),
+                                        num_clips=views[0], num_crops=views[1]):
+        counts = step_fn(params, sharding.to_global(local, mesh))
+        totals = counts if totals is None else jax.tree.map(np.add, totals, counts)
+    totals = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(totals))
+    out = []
+    for k in range(len(totals["count"])):
+        n = max(float(totals["count"][k]), 1.0)
+        out.append({"top1": 100.0 * float(totals["top1"][k]) / n,
+                    "top5": 100.0 * float(totals["top5"][k]) / n,
+                    "num_examples": int(totals["count"][k])})
+    return out
+
+
 def evaluate_teacher(members: list[tuple], data_cfg, batch_size: int, mesh,
                      views: tuple[int, int] = (1, 1)) -> dict:
     eval_step = steps.make_eval_step(view_averaged(steps.ensemble_logits_fn(members)))

@@ -4,8 +4,11 @@ No TensorFlow here: the steps only see batches of arrays (docs/architecture.md Â
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mmkd_jax import models
@@ -104,3 +107,135 @@ def make_train_step(module, modality: str, members: list[tuple], tx, lr_fn, conf
         return {"params": params, "opt_state": opt_state}, out
 
     return step_fn
+
+
+@dataclasses.dataclass(frozen=True)
+class Population:
+    """What differs between the K members of a population (mmkd_jax/train/trainer.py), all
+    NumPy arrays with a leading member axis.
+
+    seeds     (K,)   each member's `config.seed` (dropout stream)
+    w_kd, w_gt, tau  (K,) its distillation weights (w_kd 0 for a member without teacher)
+    teacher   (K, M) weights of the M teacher slots in each member's logit average (rows of a
+                     member without teacher are 0)
+    streams   (K,)   the data stream (index into the step's batches) each member reads
+    slot_streams (M,) the data stream each teacher slot runs on
+    """
+
+    seeds: np.ndarray
+    w_kd: np.ndarray
+    w_gt: np.ndarray
+    tau: np.ndarray
+    teacher: np.ndarray
+    streams: np.ndarray
+    slot_streams: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def num_streams(self) -> int:
+        return int(self.streams.max()) + 1
+
+
+def make_population_step(module, modality: str, slots: list[tuple], tx, lr_fn,
+                         population: Population, accum: int = 1):
+    """One jitted step for K models of one architecture, vmapped over a leading member axis.
+
+    `slots` are the distinct frozen teacher members [(module, params, modality)]: each runs
+    once per batch of its stream, and member k's teacher is the `population.teacher[k]`-weighted
+    sum of their logits (a logit average), so students sharing members share their forward pass.
+    The step takes `(train_state, batches, slot_params, step)` with every leaf of the state
+    stacked over members and `batches` one batch per data stream; it returns per-member metrics
+    (K,). Each member sees exactly what its solo `make_train_step` would: its stream's batch,
+    its teacher, its weights and its own dropout stream.
+    """
+    p = population
+    slot_modules = [(m, mod) for m, _, mod in slots]
+    weights = jnp.asarray(p.teacher, jnp.float32)
+    streams = np.asarray(p.streams)
+    one_stream = p.num_streams == 1
+    base_rngs = [jax.random.key(int(s)) for s in p.seeds]
+    w_kd, w_gt, tau = (jnp.asarray(x, jnp.float32) for x in (p.w_kd, p.w_gt, p.tau))
+    with_kd = bool(np.any(p.w_kd != 0))
+
+    def teacher_logits(slot_params, batches, num_classes: int) -> jnp.ndarray:
+        """(K, B, C) teacher logits of every member (zeros for members without teacher)."""
+        b = batches[0]["label"].shape[0]
+        if not slot_modules:
+            return jnp.zeros((p.size, b, num_classes), jnp.float32)
+        per_slot = jnp.stack([
+            module_j.apply({"params": params_j}, *models.model_inputs(mod_j, batches[s]),
+                           train=False).astype(jnp.float32)
+            for (module_j, mod_j), params_j, s in zip(slot_modules, slot_params,
+                                                      p.slot_streams)])
+        return jax.lax.stop_gradient(jnp.einsum("km,mbc->kbc", weights, per_slot))
+
+    def member_loss(params, batch, t_logits, rng, w_kd, w_gt, tau):
+        logits = module.apply({"params": params}, *models.model_inputs(modality, batch),
+                              train=True, rngs={"dropout": rng})
+        aux = {"ce": losses.cross_entropy(logits, batch["label"])}
+        loss = w_gt * aux["ce"]
+        if with_kd:
+            aux["kd"] = losses.kd_loss(logits, t_logits, tau)
+            loss = loss + w_kd * aux["kd"]
+        aux["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        return loss, aux
+
+    grad_fn = jax.value_and_grad(member_loss, has_aux=True)
+
+    def grads_on(params, batches, slot_params, rngs):
+        num_classes = module.num_classes
+        t = teacher_logits(slot_params, batches, num_classes)
+        if one_stream:
+            member_batches, batch_axis = batches[0], None
+        else:
+            stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
+            member_batches, batch_axis = jax.tree.map(lambda x: x[streams], stacked), 0
+        return jax.vmap(grad_fn, in_axes=(0, batch_axis, 0, 0, 0, 0, 0))(
+            params, member_batches, t, rngs, w_kd, w_gt, tau)
+
+    def step_fn(train_state, batches, slot_params, step):
+        params, opt_state = train_state["params"], train_state["opt_state"]
+        rngs = jnp.stack([jax.random.fold_in(r, step) for r in base_rngs])
+        if accum == 1:
+            (loss, aux), grads = grads_on(params, batches, slot_params, rngs)
+        else:
+            # As make_train_step: micro-batch i takes examples i, i+A, ... of every stream.
+            micro = [jax.tree.map(lambda x: x.reshape((x.shape[0] // accum, accum)
+                                                      + x.shape[1:]), b) for b in batches]
+
+            def body(carry, i):
+                mbs = [jax.tree.map(lambda x: x[:, i], m) for m in micro]
+                keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(rngs, i)
+                (loss, aux), grads = grads_on(params, mbs, slot_params, keys)
+                return jax.tree.map(jnp.add, carry, (loss, aux, grads)), None
+
+            shapes = jax.eval_shape(lambda: grads_on(
+                params, [jax.tree.map(lambda x: x[:, 0], m) for m in micro], slot_params,
+                rngs))
+            zeros = jax.tree.map(jnp.zeros_like, (shapes[0][0], shapes[0][1], shapes[1]))
+            (loss, aux, grads), _ = jax.lax.scan(body, zeros, jnp.arange(accum))
+            loss, aux, grads = jax.tree.map(lambda x: x / accum, (loss, aux, grads))
+        updates, opt_state = jax.vmap(tx.update)(grads, opt_state, params)
+        params = jax.vmap(optax.apply_updates)(params, updates)
+        out = {"loss": loss, **aux, "grad_norm": jax.vmap(optax.global_norm)(grads),
+               "lr": jnp.broadcast_to(lr_fn(step), loss.shape)}
+        return {"params": params, "opt_state": opt_state}, out
+
+    return step_fn
+
+
+def make_population_eval_step(logits_fn, size: int):
+    """Jitted (params stacked over `size` members, batch) -> masked top-1/top-5 counts (K,)."""
+    counts = lambda p, batch: topk_correct(logits_fn(p, batch), batch["label"], batch["mask"])
+
+    @jax.jit
+    def step(params, batch):
+        if size == 1:  # a solo run evaluates exactly as make_eval_step does
+            return jax.tree.map(lambda x: x[None], counts(jax.tree.map(lambda x: x[0], params),
+                                                          batch))
+        return jax.vmap(counts, in_axes=(0, None))(params, batch)
+
+    return step

@@ -1,6 +1,14 @@
 """The one trainer: baselines, omnivore and distillation differ only by config.
 
 Read top to bottom: config, mesh, data, model & optimizer, teacher, checkpoint, step, loop.
+
+`train_population` trains K runs of one architecture and one recipe at once (K seeds of a row,
+or the students of one split and seed that differ only in their teacher): their parameters and
+optimiser states are stacked on a leading member axis and one jitted, vmapped step updates them
+all, with every distinct teacher member run once per batch. Each run keeps its own workdir,
+written exactly as if it had been trained alone (`train_and_evaluate`, K = 1). The member axis
+is replicated on the mesh like the parameters themselves (only the batch is sharded): it is
+meant for models small enough that K copies fit on every device.
 """
 from __future__ import annotations
 
@@ -21,6 +29,10 @@ from mmkd_jax.data import pipeline
 from mmkd_jax.train import checkpoint, evaluate, metrics, optim, sharding, state, steps
 from mmkd_jax.train import members as members_lib
 
+# Config keys in which the members of a population may differ; everything else (model, data,
+# optimiser, schedule, batch, eval, logging) must be equal.
+POPULATION_FREE_KEYS = ("seed", "teacher", "distill", "experiment", "preset", "analysis")
+
 
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Fills what the dataset decides (class count) and fails early on a bad config."""
@@ -35,6 +47,20 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
         raise ValueError(f"batch_size={config.batch_size} is not divisible by "
                          f"accum_steps={config.accum_steps}.")
     return config
+
+
+def check_population(configs: list[ml_collections.ConfigDict], names: list[str]) -> None:
+    """Members of one population share everything but POPULATION_FREE_KEYS."""
+    shared = lambda c: {k: v for k, v in c.to_dict().items() if k not in POPULATION_FREE_KEYS}
+    first = shared(configs[0])
+    for cfg, name in zip(configs[1:], names[1:]):
+        other = shared(cfg)
+        diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+        if diff:
+            raise ValueError(f"Population member {name!r} differs from {names[0]!r} in "
+                             f"{diff}; members may only differ in {POPULATION_FREE_KEYS}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"Population members need distinct names, got {names}")
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -57,171 +83,254 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
+def _member(tree, k: int):
+    return jax.tree.map(lambda x: x[k], tree)
+
+
+def _stack(trees: list):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes) the run in `workdir`; returns the results written to results.json."""
+    return train_population([(config, workdir)])[0]
+
+
+def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[dict]:
+    """Trains (or resumes) every (config, workdir) run together; returns their results."""
     # --- config
-    os.makedirs(workdir, exist_ok=True)
-    config = resolve_config(config)
-    name = config.get("experiment", os.path.basename(os.path.normpath(workdir)))
+    workdirs = [os.path.abspath(wd) for _, wd in runs]
+    for wd in workdirs:
+        os.makedirs(wd, exist_ok=True)
+    configs = [resolve_config(c) for c, _ in runs]
+    names = [c.get("experiment", os.path.basename(os.path.normpath(wd)))
+             for c, wd in zip(configs, workdirs)]
+    check_population(configs, names)
+    config, num = configs[0], len(configs)
     train_modality = config.modality
-    eval_modality = "rgb" if train_modality == "omni" else train_modality  # omnivore: RGB at test
-    if config.teacher.members:
-        # Members first (they may need training), before this run takes any resources.
-        members_lib.ensure_trained(config, workdir, train_and_evaluate)
-    _save_config(config, workdir)
+    eval_modality = checkpoint_meta.eval_modality(train_modality)  # omnivore: RGB at test
+    for cfg, wd in zip(configs, workdirs):
+        if cfg.teacher.members:
+            # Members first (they may need training), before this run takes any resources.
+            members_lib.ensure_trained(cfg, wd, train_and_evaluate)
+        _save_config(cfg, wd)
 
     # --- mesh
     mesh = sharding.make_mesh()
     repl = sharding.replicated(mesh)
     sharding.check_batch_size(config.batch_size // config.accum_steps, mesh)
 
-    # --- data
+    # --- data: members with the same seed read the same stream of batches
     steps_per_epoch = pipeline.steps_per_epoch(config.data, config.batch_size)
     total_steps = config.total_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
     ckpt_every = config.checkpoint_every_steps or eval_every
+    stream_seeds = sorted({int(c.seed) for c in configs})
+    member_stream = np.array([stream_seeds.index(int(c.seed)) for c in configs])
 
     # --- model & optimizer
     module = models.build_model(config.model)
-    params = state.init_params(module, train_modality, config.data,
-                               jax.random.key(config.seed), repl)
     init_kind = config.model.init_from.get("kind", "")
     tx, lr_fn = optim.make_optimizer(config.optim, total_steps)
 
-    # --- teacher (frozen: a separate, non-donated argument of the step; never checkpointed)
-    members, member_infos = ([], [])
-    if config.teacher.members:
-        members, member_infos = members_lib.load(config, workdir, repl)
+    # --- teacher (frozen: a separate, non-donated argument of the step; never checkpointed).
+    # Slots are the distinct (member run, stream) pairs: students sharing a member share its
+    # forward pass.
+    slots, slot_keys, slot_streams, member_infos = [], [], [], []
+    teacher = np.zeros((num, 0), np.float32)
+    for k, (cfg, wd) in enumerate(zip(configs, workdirs)):
+        loaded, infos = (members_lib.load(cfg, wd, repl) if cfg.teacher.members else ([], []))
+        member_infos.append(infos)
+        for member, info in zip(loaded, infos):
+            key = (info["workdir"], int(member_stream[k]))
+            if key not in slot_keys:
+                slot_keys.append(key)
+                slots.append(member)
+                slot_streams.append(key[1])
+                teacher = np.concatenate([teacher, np.zeros((num, 1), np.float32)], 1)
+            teacher[k, slot_keys.index(key)] = 1.0 / len(loaded)
+    member_sets = [[slots[j] for j in np.flatnonzero(teacher[k])] for k in range(num)]
     keys = tuple(models.MODALITY_KEYS[train_modality]) + tuple(
-        k for k in steps.member_keys(members) if k not in models.MODALITY_KEYS[train_modality])
+        k for k in steps.member_keys(slots) if k not in models.MODALITY_KEYS[train_modality])
 
     # --- checkpoint
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                   keep=config.keep_checkpoints)
-    start_step = ckpt.latest_step() or 0
-    if start_step:
-        params, opt_state, _ = ckpt.restore(
-            start_step, checkpoint.abstract_like(params, repl),
-            checkpoint.abstract_like(jax.eval_shape(tx.init, params), repl))
-        logging.info("Resuming %s from its own checkpoint at step %d (%s).", name, start_step,
-                     ckpt.directory)
-        if init_kind:
-            logging.info("Ignoring config.model.init_from (%s %s): it only initialises a fresh "
-                         "run; this workdir resumes its own.", init_kind,
-                         config.model.init_from.path)
-    else:
-        if init_kind:
-            params, report = convert.init_from(init_kind, config.model.init_from.path, module,
-                                               params,
-                                               label_names=pipeline.label_names(config.data))
-            params = jax.device_put(params, repl)
-            logging.info("Fine-tuning from %s %s (fresh optimiser, step 0):\n%s", init_kind,
-                         config.model.init_from.path, report)
+    ckpts = [checkpoint.Checkpointer(os.path.join(wd, "checkpoints"),
+                                     keep=config.keep_checkpoints) for wd in workdirs]
+    latest = [c.latest_step() or 0 for c in ckpts]
+    start_step = min(latest)
+    if start_step != max(latest):
+        for c in ckpts:
+            if start_step and start_step not in c.manager.all_steps():
+                raise RuntimeError(f"Population members stopped at different steps {latest}; "
+                                   f"{c.directory} has no step {start_step} to resume from.")
+        logging.warning("Population members stopped at steps %s: resuming all from %d.",
+                        latest, start_step)
+    member_params, member_opt = [], []
+    label_names = pipeline.label_names(config.data)
+    for cfg, ckpt, name in zip(configs, ckpts, names):
+        params = state.init_params(module, train_modality, cfg.data, jax.random.key(cfg.seed),
+                                   repl)
+        if start_step:
+            params, opt_state, _ = ckpt.restore(
+                start_step, checkpoint.abstract_like(params, repl),
+                checkpoint.abstract_like(jax.eval_shape(tx.init, params), repl))
+            logging.info("Resuming %s from its own checkpoint at step %d (%s).", name,
+                         start_step, ckpt.directory)
+            if init_kind:
+                logging.info("Ignoring config.model.init_from (%s %s): it only initialises a "
+                             "fresh run; this workdir resumes its own.", init_kind,
+                             config.model.init_from.path)
         else:
-            logging.info("Training %s from scratch (random init).", name)
-        opt_state = jax.jit(tx.init, out_shardings=repl)(params)
-    meta = checkpoint_meta.build(config, pipeline.label_names(config.data), name)
+            if init_kind:
+                params, report = convert.init_from(init_kind, cfg.model.init_from.path, module,
+                                                   params, label_names=label_names)
+                params = jax.device_put(params, repl)
+                logging.info("%s: fine-tuning from %s %s (fresh optimiser, step 0):\n%s", name,
+                             init_kind, config.model.init_from.path, report)
+            else:
+                logging.info("Training %s from scratch (random init).", name)
+            opt_state = jax.jit(tx.init, out_shardings=repl)(params)
+        member_params.append(params)
+        member_opt.append(opt_state)
+    metas = [checkpoint_meta.build(cfg, label_names, name) for cfg, name in zip(configs, names)]
 
-    n_params = sum(x.size for x in jax.tree.leaves(params))
+    n_params = sum(x.size for x in jax.tree.leaves(member_params[0]))
     logging.info(
         "%s: %s on %s | %d params | global batch %d (%d devices x %d, accum %d) | "
         "%d steps/epoch, %d steps, peak lr %g | %d processes",
-        name, config.model.name, config.data.name, n_params, config.batch_size,
+        ", ".join(names), config.model.name, config.data.name, n_params, config.batch_size,
         mesh.devices.size, config.batch_size // config.accum_steps // mesh.devices.size,
         config.accum_steps, steps_per_epoch, total_steps, config.optim.lr, jax.process_count())
+    if num > 1:
+        logging.info("Population of %d members in one step (%d data streams, %d teacher slots "
+                     "for %d teacher members).", num, len(stream_seeds), len(slots),
+                     sum(len(i) for i in member_infos))
 
     # --- step
-    train_step = jax.jit(steps.make_train_step(module, train_modality, members, tx, lr_fn, config),
-                         donate_argnums=(0,))
-    eval_step = steps.make_eval_step(evaluate.view_averaged(
+    if num == 1:
+        solo = steps.make_train_step(module, train_modality, member_sets[0], tx, lr_fn, config)
+
+        def step_fn(train_state, batches, slot_params, step):
+            new, out = solo(_member(train_state, 0), batches[0], slot_params, step)
+            return jax.tree.map(lambda x: x[None], (new, out))
+    else:
+        population = steps.Population(
+            seeds=np.array([int(c.seed) for c in configs]),
+            w_kd=np.array([c.distill.w_kd if c.teacher.members else 0.0 for c in configs]),
+            w_gt=np.array([c.distill.w_gt if c.teacher.members else 1.0 for c in configs]),
+            tau=np.array([c.distill.tau for c in configs]), teacher=teacher,
+            streams=member_stream, slot_streams=np.array(slot_streams, np.int64))
+        step_fn = steps.make_population_step(module, train_modality, slots, tx, lr_fn,
+                                             population, config.accum_steps)
+    train_step = jax.jit(step_fn, donate_argnums=(0,))
+    logits_fn = evaluate.view_averaged(
         lambda p, b: module.apply({"params": p}, *models.model_inputs(eval_modality, b),
-                                  train=False)))
+                                  train=False))
+    eval_step = steps.make_population_eval_step(logits_fn, num)
     eval_keys = tuple(models.MODALITY_KEYS[eval_modality])
     views = evaluate.views_of(config)  # (clips, crops); (1, 1) = the paper's single view
 
-    def run_eval(params) -> dict:
-        return evaluate.eval_loop(eval_step, params, config.data, eval_keys,
-                                  evaluate.eval_batch_size(config), mesh, views)
+    def run_eval(params) -> list[dict]:
+        return evaluate.population_eval_loop(eval_step, params, config.data, eval_keys,
+                                             evaluate.eval_batch_size(config), mesh, views)
 
     # --- loop
-    writer = metrics.Writer(workdir)
+    writers = [metrics.Writer(wd) for wd in workdirs]
     progress = metrics.Progress(total_steps, config.batch_size, start_step)
     preemption = _Preemption()
-    train_state = {"params": params, "opt_state": opt_state}
-    teacher_params = [p for _, p, _ in members]
-    batches = pipeline.train_iterator(
-        config.data, keys, config.batch_size, seed=config.seed, start_step=start_step,
+    train_state = {"params": _stack(member_params), "opt_state": _stack(member_opt)}
+    del member_params, member_opt
+    slot_params = [p for _, p, _ in slots]
+    streams = [pipeline.train_iterator(
+        config.data, keys, config.batch_size, seed=seed, start_step=start_step,
         process_index=jax.process_index(), process_count=jax.process_count())
-    pending, history, last_eval = [], [], None
+        for seed in stream_seeds]
+    has_kd = [bool(c.teacher.members) for c in configs]
+    pending, histories, last_eval = [], [[] for _ in configs], None
     train_start = time.time()
     try:
         for step in range(start_step + 1, total_steps + 1):
-            batch = sharding.to_global(next(batches), mesh)
-            train_state, step_metrics = train_step(train_state, batch, teacher_params,
+            batches = [sharding.to_global(next(s), mesh) for s in streams]
+            train_state, step_metrics = train_step(train_state, batches, slot_params,
                                                    jnp.asarray(step - 1, jnp.int32))
             pending.append(step_metrics)  # fetched at log time: no host sync per step
 
             if step % config.log_every_steps == 0 or step == total_steps:
                 fetched = jax.device_get(pending)
                 pending = []
-                bad = [i for i, m in enumerate(fetched) if not np.isfinite(m["loss"])]
-                if bad:
-                    first_bad = step - len(fetched) + 1 + bad[0]
-                    raise FloatingPointError(
-                        f"Non-finite loss at step {first_bad} of {name}; stopping. Last good "
-                        f"checkpoint: step {ckpt.latest_step()} in {ckpt.directory}.")
-                scalars = {k: np.mean([m[k] for m in fetched]) for k in fetched[0]}
-                scalars.update(progress.update(step))
-                metrics.log_progress(name, step, total_steps, scalars)
-                writer.write(step, {f"train/{k}": v for k, v in scalars.items()})
+                for k in range(num):
+                    bad = [i for i, m in enumerate(fetched) if not np.isfinite(m["loss"][k])]
+                    if bad:
+                        first_bad = step - len(fetched) + 1 + bad[0]
+                        raise FloatingPointError(
+                            f"Non-finite loss at step {first_bad} of {names[k]}; stopping. "
+                            f"Last good checkpoint: step {ckpts[k].latest_step()} in "
+                            f"{ckpts[k].directory}.")
+                speed = progress.update(step)
+                for k in range(num):
+                    scalars = {key: np.mean([m[key][k] for m in fetched]) for key in fetched[0]
+                               if key != "kd" or has_kd[k]}
+                    scalars.update(speed)
+                    metrics.log_progress(names[k], step, total_steps, scalars)
+                    writers[k].write(step, {f"train/{key}": v for key, v in scalars.items()})
 
             is_eval = step % eval_every == 0 or step == total_steps
             if is_eval:
                 last_eval = run_eval(train_state["params"])
-                history.append({"step": step, "epoch": step / steps_per_epoch, **last_eval})
-                logging.info("%s eval at step %d (epoch %.2f): top-1 %.2f top-5 %.2f (%s)",
-                             name, step, step / steps_per_epoch, last_eval["top1"],
-                             last_eval["top5"], evaluate.protocol(views))
-                writer.write(step, {"eval/top1": last_eval["top1"],
-                                    "eval/top5": last_eval["top5"]})
+                for k, result in enumerate(last_eval):
+                    histories[k].append({"step": step, "epoch": step / steps_per_epoch,
+                                         **result})
+                    logging.info("%s eval at step %d (epoch %.2f): top-1 %.2f top-5 %.2f (%s)",
+                                 names[k], step, step / steps_per_epoch, result["top1"],
+                                 result["top5"], evaluate.protocol(views))
+                    writers[k].write(step, {"eval/top1": result["top1"],
+                                            "eval/top5": result["top5"]})
             if is_eval or step % ckpt_every == 0 or preemption.requested:
-                ckpt.save(step, train_state["params"], train_state["opt_state"],
-                          meta | {"step": step},
-                          metrics={"top1": last_eval["top1"]} if is_eval else None,
-                          force=preemption.requested)
+                for k, ckpt in enumerate(ckpts):
+                    ckpt.save(step, _member(train_state["params"], k),
+                              _member(train_state["opt_state"], k), metas[k] | {"step": step},
+                              metrics={"top1": last_eval[k]["top1"]} if is_eval else None,
+                              force=preemption.requested)
             if preemption.requested:
-                ckpt.wait()
+                for ckpt in ckpts:
+                    ckpt.wait()
                 logging.warning("SIGTERM: checkpoint saved at step %d in %s; rerun the same "
-                                "command to resume.", step, ckpt.directory)
+                                "command to resume.", step,
+                                ", ".join(c.directory for c in ckpts))
                 raise SystemExit(128 + signal.SIGTERM)
     finally:
         preemption.restore()
-        ckpt.close()
-        writer.close()
+        for ckpt in ckpts:
+            ckpt.close()
+        for writer in writers:
+            writer.close()
 
     # --- results
-    final = last_eval if last_eval is not None else run_eval(train_state["params"])
-    best_step = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                        read_only=True).best_step()
-    results = {"experiment": name, "kind": "train", "modality": train_modality,
-               "eval_modality": eval_modality, "dataset": config.data.name,
-               "split": config.data.eval_split, "protocol": evaluate.protocol(views),
-               "eval": evaluate.protocol_dict(views), "final": final, "best_step": best_step,
-               "steps": total_steps, "epochs": total_steps / steps_per_epoch,
-               "num_params": int(n_params),
-               "train_time_s": time.time() - train_start, "history": history}
-    if members:
-        results["teacher"] = evaluate.evaluate_teacher(
-            members, config.data, evaluate.eval_batch_size(config), mesh, views)
-        results["members"] = [{k: i[k] for k in ("name", "workdir", "step", "modality")}
-                              | {"final": (i["results"] or {}).get("final")}
-                              for i in member_infos]
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, members_lib.RESULTS_FILE), "w") as f:
-            json.dump(results, f, indent=2)
-    rows = evaluate.results_rows(member_infos, views=views)
-    if members:
-        rows.append(("teacher (logit average)", results["teacher"]))
-    rows.append((f"{name} ({eval_modality})", final))
-    evaluate.print_table(rows, evaluate.protocol(views))
-    return results
+    finals = last_eval if last_eval is not None else run_eval(train_state["params"])
+    train_time = time.time() - train_start
+    out = []
+    for k, (cfg, wd, name) in enumerate(zip(configs, workdirs, names)):
+        best_step = checkpoint.Checkpointer(os.path.join(wd, "checkpoints"),
+                                            read_only=True).best_step()
+        results = {"experiment": name, "kind": "train", "modality": train_modality,
+                   "eval_modality": eval_modality, "dataset": cfg.data.name,
+                   "split": cfg.data.eval_split, "protocol": evaluate.protocol(views),
+                   "eval": evaluate.protocol_dict(views), "final": finals[k],
+                   "best_step": best_step, "steps": total_steps,
+                   "epochs": total_steps / steps_per_epoch, "num_params": int(n_params),
+                   "train_time_s": train_time, "history": histories[k]}
+        rows = evaluate.results_rows(member_infos[k], views=views)
+        if member_sets[k]:
+            results["teacher"] = evaluate.evaluate_teacher(
+                member_sets[k], cfg.data, evaluate.eval_batch_size(cfg), mesh, views)
+            results["members"] = [{key: i[key] for key in ("name", "workdir", "step", "modality")}
+                                  | {"final": (i["results"] or {}).get("final")}
+                                  for i in member_infos[k]]
+            rows.append(("teacher (logit average)", results["teacher"]))
+        if jax.process_index() == 0:
+            with open(os.path.join(wd, members_lib.RESULTS_FILE), "w") as f:
+                json.dump(results, f, indent=2)
+        rows.append((f"{name} ({eval_modality})", finals[k]))
+        evaluate.print_table(rows, evaluate.protocol(views))
+        out.append(results)
+    return out
