@@ -17,13 +17,12 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep import records
 from data_prep.builder_base import ReportedBuilder
 from data_prep.synthetic import actions as act
 from data_prep.synthetic import scenes
 
 _NAME = re.compile(r"^n(\d+)_v(\d+)_s(\d+)$")
-FRAME_SIZE = 48  # as the clips of something_synthetic, so crops match the video pipeline's
+FRAME_SIZE = scenes.FRAME_SIZE
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -53,25 +52,6 @@ PRESETS = [
     ScenesConfig(name="default", description="100,000 train and 2,000 validation scenes"),
     ScenesConfig(name="tiny", num_train=256, num_validation=64, description="tests"),
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class SceneJob:
-    index: int  # over all splits: train first, then validation
-    seed: int
-
-
-def make_record(job: SceneJob) -> tuple[dict, dict, list]:
-    """-> (record, facts for the build statistics, problems: none can occur)."""
-    s = scenes.render_scene(scenes.scene_rng(job.seed, job.index), FRAME_SIZE)
-    example = {
-        "scene_id": f"scene_{job.index:07d}",
-        "image": records.encode_jpeg(s.image),
-        "shape": s.shape, "colour": s.colour, "texture": s.texture, "size": s.size,
-        "object_box": s.object_box, "hand_box": s.hand_box,
-        "has_hand": int(s.has_hand), "has_second": int(s.has_second),
-    }
-    return example, {"has_hand": s.has_hand, "has_second": s.has_second}, []
 
 
 def features() -> tfds.features.FeaturesDict:
@@ -117,8 +97,10 @@ class Builder(ReportedBuilder):
                     "validation", range(c.num_train, c.num_train + c.num_validation))}
 
     def _generate_examples(self, split: str, indices: range):
-        jobs = [SceneJob(i, self.builder_config.seed) for i in indices]
-        yield from self._records(split, make_record, jobs, key=lambda ex: ex["scene_id"])
+        jobs = [scenes.SceneJob(i, self.builder_config.seed, FRAME_SIZE) for i in indices]
+        # The record maker lives in an importable module: spawned workers unpickle it by name
+        # (`tfds build` imports this file as a top-level module).
+        yield from self._records(split, scenes.make_record, jobs, key=lambda ex: ex["scene_id"])
 
     def _finish_report(self) -> None:
         self.report.info["statistics"] = {

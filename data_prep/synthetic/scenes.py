@@ -13,6 +13,7 @@ import dataclasses
 import cv2
 import numpy as np
 
+from data_prep import records
 from data_prep.synthetic import actions as act
 from data_prep.synthetic.knobs import Knobs
 from data_prep.synthetic.render import Sprite, _background, place, rasterise
@@ -26,6 +27,7 @@ TEXTURES = sum((s.textures for s in act.OBJECT_SETS.values()), ())
 OBJECT_SIZE = (0.07, 0.20)
 SIZE_BINS = 4
 P_HAND, P_SECOND = 0.75, 0.3
+FRAME_SIZE = 48  # as the clips of something_synthetic, so crops match the video pipeline's
 
 
 @dataclasses.dataclass
@@ -107,3 +109,23 @@ def render_scene(rng: np.random.Generator, frame_size: int = 48,
     size_bin = min(int((half_frac - lo) / (hi - lo) * SIZE_BINS), SIZE_BINS - 1)
     return Scene(image, shape, colour, texture, size_bin, object_box, hand_box, has_hand,
                  has_second)
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneJob:
+    index: int  # over all splits: train first, then validation
+    seed: int
+    frame_size: int = FRAME_SIZE
+
+
+def make_record(job: SceneJob) -> tuple[dict, dict, list]:
+    """-> (record, facts for the build statistics, problems: none can occur)."""
+    s = render_scene(scene_rng(job.seed, job.index), job.frame_size)
+    example = {
+        "scene_id": f"scene_{job.index:07d}",
+        "image": records.encode_jpeg(s.image),
+        "shape": s.shape, "colour": s.colour, "texture": s.texture, "size": s.size,
+        "object_box": s.object_box, "hand_box": s.hand_box,
+        "has_hand": int(s.has_hand), "has_second": int(s.has_second),
+    }
+    return example, {"has_hand": s.has_hand, "has_second": s.has_second}, []
