@@ -74,6 +74,24 @@ def view_averaged(logits_fn):
     return fn
 
 
+def _summed_counts(step_fn, params, data_cfg, keys: tuple, batch_size: int, mesh,
+                   views: tuple[int, int]) -> dict:
+    totals = None
+    for local in pipeline.eval_iterator(data_cfg, keys, batch_size,
+                                        process_index=jax.process_index(),
+                                        process_count=jax.process_count(),
+                                        num_clips=views[0], num_crops=views[1]):
+        counts = step_fn(params, sharding.to_global(local, mesh))
+        totals = counts if totals is None else jax.tree.map(np.add, totals, counts)
+    return jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(totals))
+
+
+def _accuracy(totals: dict) -> dict:
+    n = max(float(totals["count"]), 1.0)
+    return {"top1": 100.0 * float(totals["top1"]) / n, "top5": 100.0 * float(totals["top5"]) / n,
+            "num_examples": int(totals["count"])}
+
+
 def eval_loop(step_fn, params, data_cfg: ml_collections.ConfigDict, keys: tuple,
               batch_size: int, mesh, views: tuple[int, int] = (1, 1)) -> dict:
     """Top-1/top-5 (%) over the whole eval split; padding examples are masked out.
@@ -81,38 +99,15 @@ def eval_loop(step_fn, params, data_cfg: ml_collections.ConfigDict, keys: tuple,
     `views` = (num_clips, num_crops): with more than one view, batches carry a view axis and
     `step_fn` must average over it (build it from `view_averaged(logits_fn)`).
     """
-    totals = None
-    for local in pipeline.eval_iterator(data_cfg, keys, batch_size,
-                                        process_index=jax.process_index(),
-                                        process_count=jax.process_count(),
-                                        num_clips=views[0], num_crops=views[1]):
-        counts = step_fn(params, sharding.to_global(local, mesh))
-        totals = counts if totals is None else jax.tree.map(np.add, totals, counts)
-    totals = jax.tree.map(lambda x: float(np.asarray(x)), jax.device_get(totals))
-    n = max(totals["count"], 1.0)
-    return {"top1": 100.0 * totals["top1"] / n, "top5": 100.0 * totals["top5"] / n,
-            "num_examples": int(totals["count"])}
+    return _accuracy(_summed_counts(step_fn, params, data_cfg, keys, batch_size, mesh, views))
 
 
 def population_eval_loop(step_fn, params, data_cfg: ml_collections.ConfigDict, keys: tuple,
                          batch_size: int, mesh, views: tuple[int, int] = (1, 1)) -> list[dict]:
     """`eval_loop` for K models in one pass over the split: `step_fn` returns counts with a
     leading member axis (steps.make_population_eval_step); one result dict per member."""
-    totals = None
-    for local in pipeline.eval_iterator(data_cfg, keys, batch_size,
-                                        process_index=jax.process_index(),
-                                        process_count=jax.process_count(),
-                                        num_clips=views[0], num_crops=views[1]):
-        counts = step_fn(params, sharding.to_global(local, mesh))
-        totals = counts if totals is None else jax.tree.map(np.add, totals, counts)
-    totals = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(totals))
-    out = []
-    for k in range(len(totals["count"])):
-        n = max(float(totals["count"][k]), 1.0)
-        out.append({"top1": 100.0 * float(totals["top1"][k]) / n,
-                    "top5": 100.0 * float(totals["top5"][k]) / n,
-                    "num_examples": int(totals["count"][k])})
-    return out
+    totals = _summed_counts(step_fn, params, data_cfg, keys, batch_size, mesh, views)
+    return [_accuracy({k: v[m] for k, v in totals.items()}) for m in range(len(totals["count"]))]
 
 
 def evaluate_teacher(members: list[tuple], data_cfg, batch_size: int, mesh,
