@@ -75,6 +75,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile_top", type=int, default=0,
                    help="> 0: also trace one repetition and report the op time per step by "
                         "HLO op kind, by source layer, and this many top ops (op_profile.py)")
+    p.add_argument("--population", type=int, default=0,
+                   help="> 0: also time a population step of this many members (the trainer's "
+                        "vmapped step for K runs: K seeds of the config, one data stream, the "
+                        "same teacher members) and its speed-up over K single-model steps")
     p.add_argument("--json", default="", help="write the results here")
     return p.parse_args(argv)
 
@@ -205,6 +209,17 @@ def bench_case(name: str, preset: str, args: argparse.Namespace) -> dict:
                                   args.profile_top)
         print(f"{name}:{preset}\n{op_profile.markdown(prof)}", flush=True)
 
+    population = None
+    if args.population > 0:
+        population = bench_population(config, module, members, tx, lr_fn, host_batch, mesh,
+                                      repl, args.population, n_steps, args.reps)
+        population["speedup_vs_solo"] = (population["size"] * float(np.median(times))
+                                         / population["step_s"])
+        print(f"{name}:{preset} population of {population['size']}: "
+              f"{population['step_s'] * 1e3:.1f} ms/step, "
+              f"{population['clips_per_s']:.0f} member-clips/s, "
+              f"{population['speedup_vs_solo']:.2f}x {population['size']} solo steps", flush=True)
+
     median = float(np.median(times))
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -236,7 +251,50 @@ def bench_case(name: str, preset: str, args: argparse.Namespace) -> dict:
         "host_rss_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "final_loss": loss,
         "profile": prof,
+        "population": population,
     }
+
+
+def bench_population(config, module, members, tx, lr_fn, host_batch: dict, mesh, repl,
+                     size: int, n_steps: int, reps: int) -> dict:
+    """The trainer's population step (steps.make_population_step) for `size` runs of `config`
+    with seeds seed..seed+size-1 on one data stream; median seconds per step over `reps`."""
+    seeds = [config.seed + k for k in range(size)]
+    params = [state.init_params(module, config.modality, config.data, jax.random.key(s), repl)
+              for s in seeds]
+    stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+    train_state = {"params": stack(params), "opt_state": stack([jax.jit(tx.init)(p)
+                                                                for p in params])}
+    has_teacher = bool(members)
+    population = steps.Population(
+        seeds=np.array(seeds), w_kd=np.full(size, config.distill.w_kd if has_teacher else 0.0),
+        w_gt=np.full(size, config.distill.w_gt if has_teacher else 1.0),
+        tau=np.full(size, config.distill.tau),
+        teacher=np.full((size, len(members)), 1.0 / max(1, len(members)), np.float32),
+        streams=np.zeros(size, np.int64), slot_streams=np.zeros(len(members), np.int64))
+    step = jax.jit(steps.make_population_step(module, config.modality, members, tx, lr_fn,
+                                              population, config.accum_steps),
+                   donate_argnums=(0,))
+    slot_params = [p for _, p, _ in members]
+    batch = lambda: [sharding.to_global(host_batch, mesh)]
+    start = time.perf_counter()
+    compiled = step.lower(train_state, batch(), slot_params, jnp.asarray(0, jnp.int32)).compile()
+    compile_s = time.perf_counter() - start
+
+    def run(first: int, count: int) -> float:
+        nonlocal train_state
+        t0 = time.perf_counter()
+        for i in range(first, first + count):
+            train_state, out = compiled(train_state, batch(), slot_params,
+                                        jnp.asarray(i, jnp.int32))
+        jax.block_until_ready((train_state, out))
+        return time.perf_counter() - t0
+
+    run(0, 1)
+    times = [run(1 + r * n_steps, n_steps) / n_steps for r in range(reps)]
+    median = float(np.median(times))
+    return {"size": size, "compile_s": compile_s, "step_s": median, "step_s_all": times,
+            "clips_per_s": size * config.batch_size / median}
 
 
 def markdown(results: list[dict]) -> str:
@@ -253,6 +311,15 @@ def markdown(results: list[dict]) -> str:
             f"{fmt(r['gflops_per_s'], '{:.1f}')} | {fmt(r['mfu'], '{:.1%}')} | "
             f"{fmt(r['xla_step_bytes'] and r['xla_step_bytes'] / 2**30, '{:.2f}')} | "
             f"{r['host_rss_peak_bytes'] / 2**30:.2f} |")
+    pops = [r for r in results if r.get("population")]
+    if pops:
+        lines += ["", "| config | preset | population K | ms/step | member-clips/s | K solo steps "
+                  "(ms) | speed-up over K solo steps |", "|" + "---|" * 7]
+        for r in pops:
+            p = r["population"]
+            lines.append(f"| {r['config']} | {r['preset']} | {p['size']} | "
+                         f"{p['step_s'] * 1e3:.1f} | {p['clips_per_s']:.0f} | "
+                         f"{p['size'] * r['step_s'] * 1e3:.1f} | {p['speedup_vs_solo']:.2f}x |")
     return "\n".join(lines)
 
 
@@ -271,7 +338,8 @@ def main(argv=None) -> list[dict]:
             print(f"== {name}:{preset}", flush=True)
             results.append(bench_case(name, preset, args))
             results[-1]["load_after"] = os.getloadavg()[0]
-            brief = {k: v for k, v in results[-1].items() if k not in ("step_s_all", "profile")}
+            brief = {k: v for k, v in results[-1].items()
+                     if k not in ("step_s_all", "profile", "population")}
             print(json.dumps(brief), flush=True)
     print(f"\n{header} -> load {os.getloadavg()[0]:.2f}\n\n{markdown(results)}", flush=True)
     if args.json:

@@ -28,4 +28,7 @@ def get_config(arg: str | None = None):
     config.seeds = (0,)
     # Overrides applied to every run of the table, e.g. "epochs=2,data.num_frames=4".
     config.overrides = ""
+    # Most runs trained together in one step (0 = no limit): a row's seeds, all students. Lower
+    # it for models too large for several copies per device.
+    config.population_size = 0
     return config

@@ -3,9 +3,13 @@
   python -m mmkd_jax.main --config=configs/table1.py --workdir=/tmp/mmkd/table1
 
 Each row is an ordinary run of the one trainer (configs/baseline_*.py, omnivore.py, distill.py)
-in its own sub-workdir, WORKDIR/<split>/seed<k>/<run>; teachers are evaluated logit averages of
-the baselines of the same split and seed. Finished runs are reused, so an interrupted table
-resumes where it stopped. Output: table1.md, table1.json, table1.png in WORKDIR.
+in its own sub-workdir, WORKDIR/<split>/seed<k>/<run>, written exactly as a run of its own
+config file would write it; runs that share an architecture and a recipe (a row on both splits
+and every seed, all the students) train together as one population. Teachers are evaluated
+logit averages of the baselines of the same split and seed. Finished runs are reused, so an
+interrupted table resumes where it stopped. Output: table1.md, table1.json, table1.png (the
+table) and table1_curves.png (eval top-1 over training of the RGB baseline and the students)
+in WORKDIR.
 """
 from __future__ import annotations
 
@@ -58,33 +62,85 @@ def _finished(workdir: str) -> dict | None:
     return json.load(open(path)) if os.path.exists(path) else None
 
 
+def _stages() -> list[tuple[str, ...]]:
+    """Row ids in the order they can run, each stage one population (mmkd_jax/train/trainer.py)
+    over both splits and all seeds: the three baselines first (they are the teachers' members),
+    omnivore, then every student together, so that each teacher member runs once per batch for
+    all the students of its split and seed; teachers (evaluation only) last."""
+    by_kind = lambda kind: tuple(r[0] for r in ROWS if r[1] == kind)
+    return ([(r,) for r in by_kind("Baseline")] + [by_kind("Omnivore"), by_kind("Student"),
+                                                     by_kind("Teacher")])
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    size = size if size > 0 else max(1, len(items))
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """The `table1` trainer: runs (or reuses) every row, then writes the table, JSON and plot."""
+    """The `table1` trainer: runs (or reuses) every row, then writes the table, JSON and plots."""
     from mmkd_jax.train import evaluate, trainer
 
-    runners = {"teacher.py": evaluate.run}
-    results: dict = {}
+    rows = {r[0]: r for r in ROWS}
+    done: dict = {}
     start = time.time()
     splits = [(sp, config.splits[sp]) for sp in ("standard", "compositional")
               if sp in config.splits]
-    for split, preset in splits:
-        for seed in config.seeds:
-            for row in ROWS:
-                wd = os.path.join(workdir, split, f"seed{seed}", row[0])
-                done = _finished(wd)
-                if done is None:
-                    logging.info("Table 1: %s / seed %d / %s -> %s", split, seed, row[0], wd)
-                    cfg = run_config(config, row, preset, seed)
-                    done = runners.get(row[3], trainer.train_and_evaluate)(cfg, wd)
-                else:
-                    logging.info("Table 1: reusing finished run %s", wd)
-                results.setdefault(split, {}).setdefault(row[0], []).append(done["final"])
-    table = summarize(results)
+    for stage in _stages():
+        todo = []
+        for split, preset in splits:
+            for row_id in stage:
+                for seed in config.seeds:
+                    wd = os.path.join(workdir, split, f"seed{seed}", row_id)
+                    finished = _finished(wd)
+                    if finished is not None:
+                        logging.info("Table 1: reusing finished run %s", wd)
+                        done[(split, row_id, seed)] = finished
+                    else:
+                        todo.append((split, row_id, seed,
+                                     run_config(config, rows[row_id], preset, seed), wd))
+        if rows[stage[0]][3] == "teacher.py":
+            for split, row_id, seed, cfg, wd in todo:
+                logging.info("Table 1: %s / seed %d / %s -> %s", split, seed, row_id, wd)
+                done[(split, row_id, seed)] = evaluate.run(cfg, wd)
+            continue
+        for part in _chunks(todo, int(config.get("population_size", 0))):
+            logging.info("Table 1: one population of %s", ", ".join(
+                f"{split}/seed{seed}/{row_id}" for split, row_id, seed, _, _ in part))
+            out = trainer.train_population([(cfg, wd) for *_, cfg, wd in part])
+            for (split, row_id, seed, _, _), result in zip(part, out):
+                done[(split, row_id, seed)] = result
+    results = {sp: {r[0]: [done[(sp, r[0], s)] for s in config.seeds] for r in ROWS}
+               for sp, _ in splits}
+    table = summarize({sp: {r: [x["final"] for x in xs] for r, xs in rows_.items()}
+                       for sp, rows_ in results.items()})
+    table["curves"] = curves(results)
     table["wall_time_s"] = time.time() - start
     table["seeds"] = list(config.seeds)
     write_outputs(table, workdir)
     print(open(os.path.join(workdir, "table1.md")).read(), flush=True)
     return table
+
+
+# Rows whose eval top-1 over training is drawn (table1_curves.png): where the gain opens up.
+CURVE_ROWS = ("baseline_rgb", "student_rgb_layout", "student_rgb_flow",
+              "student_rgb_flow_layout")
+
+
+def curves(results: dict) -> dict:
+    """Eval top-1 over training epochs per split and row in CURVE_ROWS: mean and std over seeds
+    at the eval epochs all seeds share."""
+    out = {}
+    for split, rows in results.items():
+        for row_id in CURVE_ROWS:
+            histories = [{round(h["epoch"], 6): h["top1"] for h in r.get("history", [])}
+                         for r in rows[row_id]]
+            epochs = sorted(set.intersection(*(set(h) for h in histories)))
+            values = np.array([[h[e] for e in epochs] for h in histories], np.float64)
+            out.setdefault(split, {})[row_id] = {
+                "epoch": epochs, "mean": values.mean(0).tolist() if epochs else [],
+                "std": values.std(0).tolist() if epochs else []}
+    return out
 
 
 def summarize(results: dict) -> dict:
@@ -199,9 +255,39 @@ def plot(table: dict, path: str) -> None:
     plt.close(fig)
 
 
+def plot_curves(table: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = [sp for sp in ("standard", "compositional") if sp in table["curves"]]
+    fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False)
+    for ax, sp in zip(axes[0], splits):
+        for row_id in CURVE_ROWS:
+            c = table["curves"][sp][row_id]
+            epoch, mean, std = (np.asarray(c[k]) for k in ("epoch", "mean", "std"))
+            ax.plot(epoch, mean, marker="o", ms=3, label=row_id,
+                    lw=2.5 if row_id == "baseline_rgb" else 1.5,
+                    color="black" if row_id == "baseline_rgb" else None)
+            ax.fill_between(epoch, mean - std, mean + std, alpha=0.15,
+                            color="black" if row_id == "baseline_rgb" else None)
+        ax.set_title(SPLIT_NAMES[sp])
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("eval top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"RGB baseline and students during training (mean ± std over seeds "
+                 f"{table['seeds']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_outputs(table: dict, workdir: str) -> None:
     with open(os.path.join(workdir, "table1.json"), "w") as f:
         json.dump(table, f, indent=2)
     with open(os.path.join(workdir, "table1.md"), "w") as f:
         f.write(markdown(table))
     plot(table, os.path.join(workdir, "table1.png"))
+    if table.get("curves"):
+        plot_curves(table, os.path.join(workdir, "table1_curves.png"))

@@ -1,8 +1,9 @@
 """Population training: K runs in one vmapped step, each written as if it had been trained alone.
 
 At tiny size: a population of an RGB baseline, an RGB student of an RGB + layout teacher (same
-seed, one data stream) and a baseline of another seed (a second stream) is compared with the
-three solo runs, and a population interrupted after a checkpoint resumes to the same result.
+seed, one data stream), a baseline of another seed (a second stream) and a baseline on the
+other split's dataset (a third stream, its own eval split) is compared with the four solo runs,
+and a population interrupted after a checkpoint resumes to the same result.
 """
 import json
 import os
@@ -31,7 +32,7 @@ def _configs(members_dir: str) -> list:
         cfg.checkpoint_every_steps = 3
         return cfg
 
-    base = lambda seed: common(recipes.base_config("tiny", "rgb"), seed)
+    base = lambda seed, preset="tiny": common(recipes.base_config(preset, "rgb"), seed)
     student = common(recipes.base_config("tiny", "rgb"), 0)
     student.experiment = "student_rgb_layout"
     student.teacher.members = recipes.teacher_members(["rgb", "layout"], "tiny", CONFIG_DIR)
@@ -39,9 +40,10 @@ def _configs(members_dir: str) -> list:
         spec.workdir = os.path.join(members_dir, os.path.basename(spec.workdir))
         spec.overrides = f"total_steps={STEPS}"
     student.distill.update({"tau": 2.0, "w_kd": 1.0, "w_gt": 0.5})
-    a, b = base(0), base(1)
+    a, b, c = base(0), base(1), base(0, "tiny_compositional")
     a.experiment, b.experiment = "baseline_rgb_seed0", "baseline_rgb_seed1"
-    return [a, student, b]
+    c.experiment = "baseline_rgb_compositional"
+    return [a, student, b, c]
 
 
 def _files(workdir: str) -> list[str]:
@@ -96,7 +98,7 @@ def test_members_equal_their_solo_runs(runs):
 
 
 def test_members_must_share_the_recipe(tmp_path):
-    a, b = _configs(str(tmp_path / "members"))[::2]
+    a, b = _configs(str(tmp_path / "members"))[0:3:2]
     b.optim.lr = 0.5
     with pytest.raises(ValueError, match=r"differs from 'baseline_rgb_seed0' in \['optim'\]"):
         trainer.train_population([(a, str(tmp_path / "a")), (b, str(tmp_path / "b"))])

@@ -47,8 +47,15 @@ def test_every_row_and_file(tiny_table):
     for row_id in row_ids:
         assert text.count(f"(`{row_id}`)") == 1
     assert text.count("<sub>") == 2 * 2 * 3  # top-1 and top-5 gains of 3 students, 2 splits
-    png = open(os.path.join(workdir, "table1.png"), "rb").read()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    for name in ("table1.png", "table1_curves.png"):
+        png = open(os.path.join(workdir, name), "rb").read()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, name
+    for split in SPLITS:
+        for row_id in table1.CURVE_ROWS:
+            curve = table["curves"][split][row_id]
+            run = json.load(open(os.path.join(workdir, split, "seed0", row_id, "results.json")))
+            assert curve["epoch"] == [round(h["epoch"], 6) for h in run["history"]]
+            assert curve["mean"] == [h["top1"] for h in run["history"]]
     for split in SPLITS:
         for row_id, kind, *_ in table1.ROWS:
             run_dir = os.path.join(workdir, split, "seed0", row_id)

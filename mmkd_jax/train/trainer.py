@@ -3,7 +3,7 @@
 Read top to bottom: config, mesh, data, model & optimizer, teacher, checkpoint, step, loop.
 
 `train_population` trains K runs of one architecture and one recipe at once (K seeds of a row,
-or the students of one split and seed that differ only in their teacher): their parameters and
+the students that differ only in their teacher, the same row on two datasets): their parameters and
 optimiser states are stacked on a leading member axis and one jitted, vmapped step updates them
 all, with every distinct teacher member run once per batch. Each run keeps its own workdir,
 written exactly as if it had been trained alone (`train_and_evaluate`, K = 1). The member axis
@@ -30,8 +30,10 @@ from mmkd_jax.train import checkpoint, evaluate, metrics, optim, sharding, state
 from mmkd_jax.train import members as members_lib
 
 # Config keys in which the members of a population may differ; everything else (model, data,
-# optimiser, schedule, batch, eval, logging) must be equal.
+# optimiser, schedule, batch, eval, logging) must be equal, except the dataset's name: members may
+# read different datasets of one size and label set (the two splits of Table 1).
 POPULATION_FREE_KEYS = ("seed", "teacher", "distill", "experiment", "preset", "analysis")
+POPULATION_FREE_DATA_KEYS = ("name",)
 
 
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -49,9 +51,15 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     return config
 
 
-def check_population(configs: list[ml_collections.ConfigDict], names: list[str]) -> None:
-    """Members of one population share everything but POPULATION_FREE_KEYS."""
-    shared = lambda c: {k: v for k, v in c.to_dict().items() if k not in POPULATION_FREE_KEYS}
+def check_population(configs: list[ml_collections.ConfigDict], names: list[str],
+                     workdirs: list[str]) -> None:
+    """Members of one population share everything but POPULATION_FREE_KEYS (and the dataset
+    name)."""
+    def shared(c):
+        out = {k: v for k, v in c.to_dict().items() if k not in POPULATION_FREE_KEYS}
+        out["data"] = {k: v for k, v in out["data"].items() if k not in POPULATION_FREE_DATA_KEYS}
+        return out
+
     first = shared(configs[0])
     for cfg, name in zip(configs[1:], names[1:]):
         other = shared(cfg)
@@ -59,8 +67,17 @@ def check_population(configs: list[ml_collections.ConfigDict], names: list[str])
         if diff:
             raise ValueError(f"Population member {name!r} differs from {names[0]!r} in "
                              f"{diff}; members may only differ in {POPULATION_FREE_KEYS}.")
-    if len(set(names)) != len(names):
-        raise ValueError(f"Population members need distinct names, got {names}")
+    if len(set(workdirs)) != len(workdirs):
+        raise ValueError(f"Population members need distinct workdirs, got {workdirs}")
+
+
+def log_labels(names: list[str], workdirs: list[str]) -> list[str]:
+    """What log lines call each member: its name, or where names repeat (a row on two splits
+    or seeds) its workdir below the members' common folder."""
+    if len(set(names)) == len(names):
+        return names
+    root = os.path.commonpath(workdirs)
+    return [os.path.relpath(wd, root) for wd in workdirs]
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -105,7 +122,8 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
     configs = [resolve_config(c) for c, _ in runs]
     names = [c.get("experiment", os.path.basename(os.path.normpath(wd)))
              for c, wd in zip(configs, workdirs)]
-    check_population(configs, names)
+    check_population(configs, names, workdirs)
+    labels = log_labels(names, workdirs)
     config, num = configs[0], len(configs)
     train_modality = config.modality
     eval_modality = checkpoint_meta.eval_modality(train_modality)  # omnivore: RGB at test
@@ -120,13 +138,19 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
     repl = sharding.replicated(mesh)
     sharding.check_batch_size(config.batch_size // config.accum_steps, mesh)
 
-    # --- data: members with the same seed read the same stream of batches
-    steps_per_epoch = pipeline.steps_per_epoch(config.data, config.batch_size)
+    # --- data: members with the same dataset and seed read the same stream of batches
+    datasets = sorted({c.data.name for c in configs})
+    data_cfgs = {c.data.name: c.data for c in configs}
+    per_dataset = {d: pipeline.steps_per_epoch(data_cfgs[d], config.batch_size) for d in datasets}
+    if len(set(per_dataset.values())) > 1:
+        raise ValueError(f"Population members read datasets of different sizes ({per_dataset} "
+                         "steps per epoch); train them apart.")
+    steps_per_epoch = per_dataset[datasets[0]]
     total_steps = config.total_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
     ckpt_every = config.checkpoint_every_steps or eval_every
-    stream_seeds = sorted({int(c.seed) for c in configs})
-    member_stream = np.array([stream_seeds.index(int(c.seed)) for c in configs])
+    stream_keys = sorted({(c.data.name, int(c.seed)) for c in configs})
+    member_stream = np.array([stream_keys.index((c.data.name, int(c.seed))) for c in configs])
 
     # --- model & optimizer
     module = models.build_model(config.model)
@@ -166,8 +190,11 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
         logging.warning("Population members stopped at steps %s: resuming all from %d.",
                         latest, start_step)
     member_params, member_opt = [], []
-    label_names = pipeline.label_names(config.data)
-    for cfg, ckpt, name in zip(configs, ckpts, names):
+    label_names = {d: pipeline.label_names(data_cfgs[d]) for d in datasets}
+    if any(label_names[d] != label_names[datasets[0]] for d in datasets):
+        raise ValueError(f"Population members read datasets with different classes: {datasets}")
+    label_names = label_names[datasets[0]]
+    for cfg, ckpt, name in zip(configs, ckpts, labels):
         params = state.init_params(module, train_modality, cfg.data, jax.random.key(cfg.seed),
                                    repl)
         if start_step:
@@ -198,12 +225,12 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
     logging.info(
         "%s: %s on %s | %d params | global batch %d (%d devices x %d, accum %d) | "
         "%d steps/epoch, %d steps, peak lr %g | %d processes",
-        ", ".join(names), config.model.name, config.data.name, n_params, config.batch_size,
+        ", ".join(labels), config.model.name, " + ".join(datasets), n_params, config.batch_size,
         mesh.devices.size, config.batch_size // config.accum_steps // mesh.devices.size,
         config.accum_steps, steps_per_epoch, total_steps, config.optim.lr, jax.process_count())
     if num > 1:
         logging.info("Population of %d members in one step (%d data streams, %d teacher slots "
-                     "for %d teacher members).", num, len(stream_seeds), len(slots),
+                     "for %d teacher members).", num, len(stream_keys), len(slots),
                      sum(len(i) for i in member_infos))
 
     # --- step
@@ -227,12 +254,25 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
         lambda p, b: module.apply({"params": p}, *models.model_inputs(eval_modality, b),
                                   train=False))
     eval_step = steps.make_population_eval_step(logits_fn, num)
+    eval_steps = {}
     eval_keys = tuple(models.MODALITY_KEYS[eval_modality])
     views = evaluate.views_of(config)  # (clips, crops); (1, 1) = the paper's single view
 
+    by_dataset = [np.flatnonzero([c.data.name == d for c in configs]) for d in datasets]
+    pick = jax.jit(lambda tree, idx: jax.tree.map(lambda x: x[idx], tree))
+
     def run_eval(params) -> list[dict]:
-        return evaluate.population_eval_loop(eval_step, params, config.data, eval_keys,
-                                             evaluate.eval_batch_size(config), mesh, views)
+        """Each member on its own dataset's eval split; one pass per dataset."""
+        out = [None] * num
+        for d, idx in zip(datasets, by_dataset):
+            subset = params if len(idx) == num else pick(params, idx)
+            step = eval_step if len(idx) == num else eval_steps.setdefault(
+                len(idx), steps.make_population_eval_step(logits_fn, len(idx)))
+            for k, result in zip(idx, evaluate.population_eval_loop(
+                    step, subset, data_cfgs[d], eval_keys, evaluate.eval_batch_size(config),
+                    mesh, views)):
+                out[k] = result
+        return out
 
     # --- loop
     writers = [metrics.Writer(wd) for wd in workdirs]
@@ -242,9 +282,9 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
     del member_params, member_opt
     slot_params = [p for _, p, _ in slots]
     streams = [pipeline.train_iterator(
-        config.data, keys, config.batch_size, seed=seed, start_step=start_step,
+        data_cfgs[dataset], keys, config.batch_size, seed=seed, start_step=start_step,
         process_index=jax.process_index(), process_count=jax.process_count())
-        for seed in stream_seeds]
+        for dataset, seed in stream_keys]
     has_kd = [bool(c.teacher.members) for c in configs]
     pending, histories, last_eval = [], [[] for _ in configs], None
     train_start = time.time()
@@ -263,7 +303,7 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
                     if bad:
                         first_bad = step - len(fetched) + 1 + bad[0]
                         raise FloatingPointError(
-                            f"Non-finite loss at step {first_bad} of {names[k]}; stopping. "
+                            f"Non-finite loss at step {first_bad} of {labels[k]}; stopping. "
                             f"Last good checkpoint: step {ckpts[k].latest_step()} in "
                             f"{ckpts[k].directory}.")
                 speed = progress.update(step)
@@ -271,7 +311,7 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
                     scalars = {key: np.mean([m[key][k] for m in fetched]) for key in fetched[0]
                                if key != "kd" or has_kd[k]}
                     scalars.update(speed)
-                    metrics.log_progress(names[k], step, total_steps, scalars)
+                    metrics.log_progress(labels[k], step, total_steps, scalars)
                     writers[k].write(step, {f"train/{key}": v for key, v in scalars.items()})
 
             is_eval = step % eval_every == 0 or step == total_steps
@@ -281,7 +321,7 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
                     histories[k].append({"step": step, "epoch": step / steps_per_epoch,
                                          **result})
                     logging.info("%s eval at step %d (epoch %.2f): top-1 %.2f top-5 %.2f (%s)",
-                                 names[k], step, step / steps_per_epoch, result["top1"],
+                                 labels[k], step, step / steps_per_epoch, result["top1"],
                                  result["top5"], evaluate.protocol(views))
                     writers[k].write(step, {"eval/top1": result["top1"],
                                             "eval/top5": result["top5"]})
