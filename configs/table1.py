@@ -31,4 +31,7 @@ def get_config(arg: str | None = None):
     # Most runs trained together in one step (0 = no limit): a row's seeds, all students. Lower
     # it for models too large for several copies per device.
     config.population_size = 0
+    # Stages that do not depend on each other train side by side in this many processes
+    # (mmkd_jax/train/workers.py); 0: one per CPU core on a CPU-only run, else 1.
+    config.workers = 0
     return config

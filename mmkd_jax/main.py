@@ -10,11 +10,10 @@ or a TPU pod slice (each host runs it; `jax.distributed` joins them).
 """
 from __future__ import annotations
 
-import logging as std_logging
 import os
 import sys
 
-from mmkd_jax import host_memory
+from mmkd_jax import host_memory, logs
 
 # Before any thread exists: CPU-only runs reuse freed host memory instead of page-faulting
 # through a fresh mmap on every XLA:CPU step (mmkd_jax/host_memory.py).
@@ -67,31 +66,11 @@ def main(argv) -> None:
         if key not in runners:
             raise app.UsageError(f"config.mode={key!r}; choose one of "
                                  f"{sorted(['train', *runners])}.")
-    _log_to_file(workdir)
+    logs.log_to_file(workdir)
     if _HOST_MALLOC:
         logging.info("Host memory: freed memory is reused, not returned to the OS (CPU run; "
                      "%s=default turns this off).", host_memory.ENV)
     runners[key](config, workdir)
-
-
-# Libraries whose INFO lines (per-array checkpoint chatter) would drown the progress lines.
-_QUIET_PATHS = ("/orbax/", "/tensorstore/", "/clu/")
-
-
-def _quiet(record) -> bool:
-    return record.levelno >= std_logging.ERROR or not any(p in record.pathname
-                                                      for p in _QUIET_PATHS)
-
-
-def _log_to_file(workdir: str) -> None:
-    """Keeps a copy of the log in the workdir (stderr stays as it is), without library noise."""
-    os.makedirs(workdir, exist_ok=True)
-    handler = std_logging.FileHandler(os.path.join(workdir, "log.txt"))
-    handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.get_absl_logger().addHandler(handler)
-    # absl's own stderr handler sits on the root logger.
-    for h in logging.get_absl_logger().handlers + std_logging.getLogger().handlers:
-        h.addFilter(_quiet)
 
 
 def run() -> None:

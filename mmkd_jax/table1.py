@@ -62,14 +62,16 @@ def _finished(workdir: str) -> dict | None:
     return json.load(open(path)) if os.path.exists(path) else None
 
 
-def _stages() -> list[tuple[str, ...]]:
-    """Row ids in the order they can run, each stage one population (mmkd_jax/train/trainer.py)
-    over both splits and all seeds: the three baselines first (they are the teachers' members),
-    omnivore, then every student together, so that each teacher member runs once per batch for
-    all the students of its split and seed; teachers (evaluation only) last."""
+def _stages() -> tuple[list[tuple[str, ...]], tuple[str, ...], tuple[str, ...]]:
+    """(independent, students, teachers): row ids grouped into stages, each stage trained as one
+    population (mmkd_jax/train/trainer.py) over both splits and all seeds. The independent
+    stages (omnivore, the longest, first; then the three baselines) run side by side when there
+    are workers; the students need the baselines (they are the teachers' members) and train
+    together, so that each member runs once per batch for all the students of its split and
+    seed; teachers (evaluation only) come last."""
     by_kind = lambda kind: tuple(r[0] for r in ROWS if r[1] == kind)
-    return ([(r,) for r in by_kind("Baseline")] + [by_kind("Omnivore"), by_kind("Student"),
-                                                     by_kind("Teacher")])
+    independent = [by_kind("Omnivore")] + [(r,) for r in by_kind("Baseline")]
+    return independent, by_kind("Student"), by_kind("Teacher")
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -79,15 +81,17 @@ def _chunks(items: list, size: int) -> list[list]:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """The `table1` trainer: runs (or reuses) every row, then writes the table, JSON and plots."""
-    from mmkd_jax.train import evaluate, trainer
+    from mmkd_jax.train import evaluate, trainer, workers
 
     rows = {r[0]: r for r in ROWS}
     done: dict = {}
     start = time.time()
     splits = [(sp, config.splits[sp]) for sp in ("standard", "compositional")
               if sp in config.splits]
-    for stage in _stages():
-        todo = []
+
+    def todo(stage: tuple[str, ...]) -> list[tuple]:
+        """(split, row, seed, config, workdir) of the stage's unfinished runs."""
+        out = []
         for split, preset in splits:
             for row_id in stage:
                 for seed in config.seeds:
@@ -97,19 +101,39 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         logging.info("Table 1: reusing finished run %s", wd)
                         done[(split, row_id, seed)] = finished
                     else:
-                        todo.append((split, row_id, seed,
-                                     run_config(config, rows[row_id], preset, seed), wd))
-        if rows[stage[0]][3] == "teacher.py":
-            for split, row_id, seed, cfg, wd in todo:
-                logging.info("Table 1: %s / seed %d / %s -> %s", split, seed, row_id, wd)
-                done[(split, row_id, seed)] = evaluate.run(cfg, wd)
-            continue
-        for part in _chunks(todo, int(config.get("population_size", 0))):
+                        out.append((split, row_id, seed,
+                                    run_config(config, rows[row_id], preset, seed), wd))
+        return out
+
+    def submit(pool, stage: tuple[str, ...]) -> list[tuple]:
+        jobs = []
+        for part in _chunks(todo(stage), int(config.get("population_size", 0))):
             logging.info("Table 1: one population of %s", ", ".join(
                 f"{split}/seed{seed}/{row_id}" for split, row_id, seed, _, _ in part))
-            out = trainer.train_population([(cfg, wd) for *_, cfg, wd in part])
-            for (split, row_id, seed, _, _), result in zip(part, out):
+            jobs.append((part, workers.submit(pool, [(cfg, wd) for *_, cfg, wd in part],
+                                              trainer.train_population)))
+        return jobs
+
+    def collect(jobs: list[tuple]) -> None:
+        for part, future in jobs:
+            for (split, row_id, seed, _, _), result in zip(part, future.result()):
                 done[(split, row_id, seed)] = result
+
+    independent, students, teachers = _stages()
+    n = int(config.get("workers", 0)) or workers.default_workers(len(independent))
+    pool = workers.pool(n)
+    try:
+        omnivore_jobs = submit(pool, independent[0])  # the longest: started first
+        baseline_jobs = [job for stage in independent[1:] for job in submit(pool, stage)]
+        collect(baseline_jobs)
+        student_jobs = submit(pool, students)
+        collect(omnivore_jobs + student_jobs)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    for split, row_id, seed, cfg, wd in todo(teachers):
+        logging.info("Table 1: %s / seed %d / %s -> %s", split, seed, row_id, wd)
+        done[(split, row_id, seed)] = evaluate.run(cfg, wd)
     results = {sp: {r[0]: [done[(sp, r[0], s)] for s in config.seeds] for r in ROWS}
                for sp, _ in splits}
     table = summarize({sp: {r: [x["final"] for x in xs] for r, xs in rows_.items()}

@@ -19,7 +19,7 @@ import ml_collections
 from absl import logging
 
 from mmkd_jax import models
-from mmkd_jax.train import checkpoint, state
+from mmkd_jax.train import checkpoint, state, workers
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -127,10 +127,21 @@ def ensure_trained(parent: ml_collections.ConfigDict, parent_workdir: str,
             "Teacher members have no trained checkpoint yet: "
             f"{', '.join(s.name for s in missing)}. Train them first:\n{cmds}")
     for spec in missing:
-        wd = workdir_of(spec, parent_workdir)
         logging.info("Teacher member %r has no checkpoint in %s: training it first (%s).",
-                     spec.name, wd, train_command(spec, parent, parent_workdir))
-        train_fn(configs[spec.name], wd)
+                     spec.name, workdir_of(spec, parent_workdir),
+                     train_command(spec, parent, parent_workdir))
+    jobs = [[(configs[s.name], workdir_of(s, parent_workdir))] for s in missing]
+    n = int(parent.teacher.get("train_workers", 0)) or workers.default_workers(len(jobs))
+    if n > 1:
+        logging.info("Training %d teacher members in %d worker processes.", len(jobs), n)
+    pool = workers.pool(n)
+    try:
+        futures = [workers.submit(pool, job, lambda job: [train_fn(*job[0])]) for job in jobs]
+        for future in futures:
+            future.result()
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
 
 # Which checkpoint of each member the teacher uses (`config.teacher.checkpoint`). "latest", the
