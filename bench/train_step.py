@@ -271,7 +271,9 @@ def bench_population(config, module, members, tx, lr_fn, host_batch: dict, mesh,
         w_gt=np.full(size, config.distill.w_gt if has_teacher else 1.0),
         tau=np.full(size, config.distill.tau),
         teacher=np.full((size, len(members)), 1.0 / max(1, len(members)), np.float32),
-        streams=np.zeros(size, np.int64), slot_streams=np.zeros(len(members), np.int64))
+        streams=np.zeros(size, np.int64), slot_streams=np.zeros(len(members), np.int64),
+        stream_seeds=np.array([config.seed]),
+        mixup=float(config.distill.get("mixup", 0.0)) if has_teacher else 0.0)
     step = jax.jit(steps.make_population_step(module, config.modality, members, tx, lr_fn,
                                               population, config.accum_steps),
                    donate_argnums=(0,))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from mmkd_jax import recipes
+from mmkd_jax.convert.naming import flatten
 from mmkd_jax.train import checkpoint, trainer
 from tests.test_trainer_e2e import PARAM_TOL, assert_trees_close
 
@@ -39,7 +40,7 @@ def _configs(members_dir: str) -> list:
     for spec in student.teacher.members:
         spec.workdir = os.path.join(members_dir, os.path.basename(spec.workdir))
         spec.overrides = f"total_steps={STEPS}"
-    student.distill.update({"tau": 2.0, "w_kd": 1.0, "w_gt": 0.5})
+    student.distill.update({"tau": 2.0, "w_kd": 1.0, "w_gt": 0.5, "mixup": 1.0})
     a, b, c = base(0), base(1), base(0, "tiny_compositional")
     a.experiment, b.experiment = "baseline_rgb_seed0", "baseline_rgb_seed1"
     c.experiment = "baseline_rgb_compositional"
@@ -50,6 +51,19 @@ def _files(workdir: str) -> list[str]:
     # TensorBoard event files carry a timestamp, host and pid in their names.
     return sorted(re.sub(r"^events\.out\.tfevents\..*", "events.out.tfevents", f)
                   for f in os.listdir(workdir))
+
+
+def _without_key_bias(params) -> dict:
+    """Params without the key third of each qkv bias: its gradient is zero in exact arithmetic
+    (softmax ignores a shift shared by all keys), so Adam turns float rounding there into
+    lr-sized steps that differ between any two summation orders."""
+    out = {}
+    for path, value in flatten(params).items():
+        if path.endswith("qkv/bias"):
+            third = value.shape[-1] // 3
+            value = np.concatenate([value[..., :third], value[..., 2 * third:]], -1)
+        out[path] = value
+    return out
 
 
 def _final(workdir: str):
@@ -76,7 +90,8 @@ def test_members_equal_their_solo_runs(runs):
         step_s, params_s = _final(s)
         step_p, params_p = _final(p)
         assert step_s == step_p == STEPS
-        assert_trees_close(params_p, params_s, **PARAM_TOL)
+        assert_trees_close(_without_key_bias(params_p), _without_key_bias(params_s),
+                           **PARAM_TOL)
         solo_results = json.load(open(os.path.join(s, "results.json")))
         assert res == json.load(open(os.path.join(p, "results.json")))
         for a, b in zip(res["history"], solo_results["history"]):

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from mmkd_jax import models
-from mmkd_jax.train import losses
+from mmkd_jax.train import losses, mixup
 
 
 def topk_correct(logits: jnp.ndarray, labels: jnp.ndarray, mask: jnp.ndarray,
@@ -61,11 +61,12 @@ def make_train_step(module, modality: str, members: list[tuple], tx, lr_fn, conf
     tau, accum = config.distill.tau, config.accum_steps
     teacher_fn = ensemble_logits_fn(members) if members else None
     base_rng = jax.random.key(config.seed)
+    alpha = float(config.distill.get("mixup", 0.0)) if members else 0.0
 
     def loss_fn(params, batch, teacher_params, rng):
         logits = module.apply({"params": params}, *models.model_inputs(modality, batch),
                               train=True, rngs={"dropout": rng})
-        aux = {"ce": losses.cross_entropy(logits, batch["label"])}
+        aux = {"ce": mixup.cross_entropy(logits, batch)}
         loss = w_gt * aux["ce"]
         if teacher_fn is not None:
             # Frozen teacher, run online on this very view (patient & consistent teaching).
@@ -80,6 +81,8 @@ def make_train_step(module, modality: str, members: list[tuple], tx, lr_fn, conf
     def step_fn(train_state, batch, teacher_params, step):
         params, opt_state = train_state["params"], train_state["opt_state"]
         rng = jax.random.fold_in(base_rng, step)
+        if alpha > 0:  # teacher and student see the same mixed clip (train/mixup.py)
+            batch = mixup.mix(batch, mixup.rng(config.seed, step), alpha)
         if accum == 1:
             (loss, aux), grads = grad_fn(params, batch, teacher_params, rng)
         else:
@@ -120,6 +123,9 @@ class Population:
                      member without teacher are 0)
     streams   (K,)   the data stream (index into the step's batches) each member reads
     slot_streams (M,) the data stream each teacher slot runs on
+    stream_seeds (S,) the seed of each stream (its mixing key, train/mixup.py)
+    mixup     alpha of the mixed views of every member with a teacher (0: none); members
+              without teacher read the plain batches
     """
 
     seeds: np.ndarray
@@ -129,6 +135,8 @@ class Population:
     teacher: np.ndarray
     streams: np.ndarray
     slot_streams: np.ndarray
+    stream_seeds: np.ndarray
+    mixup: float = 0.0
 
     @property
     def size(self) -> int:
@@ -154,11 +162,23 @@ def make_population_step(module, modality: str, slots: list[tuple], tx, lr_fn,
     p = population
     slot_modules = [(m, mod) for m, _, mod in slots]
     weights = jnp.asarray(p.teacher, jnp.float32)
-    streams = np.asarray(p.streams)
-    one_stream = p.num_streams == 1
     base_rngs = [jax.random.key(int(s)) for s in p.seeds]
     w_kd, w_gt, tau = (jnp.asarray(x, jnp.float32) for x in (p.w_kd, p.w_gt, p.tau))
     with_kd = bool(np.any(p.w_kd != 0))
+    # Views: the S plain stream batches, then (mixup) their S mixed versions. Members with a
+    # teacher and the teacher slots read the mixed ones.
+    num_streams = len(p.stream_seeds)
+    mixes = (p.mixup > 0) & np.any(p.teacher != 0, axis=1)
+    member_views = np.asarray(p.streams) + num_streams * mixes
+    slot_views = np.asarray(p.slot_streams) + num_streams * int(p.mixup > 0)
+    member_keys = (*models.MODALITY_KEYS[modality], "label") + (
+        ("mix_lam", "mix_label") if mixes.any() else ())
+
+    def member_view(batch: dict) -> dict:
+        """What a member reads of a view; plain views get the fields of an unmixed batch."""
+        batch = {"mix_lam": jnp.ones(batch["label"].shape, jnp.float32),
+                 "mix_label": batch["label"], **batch}
+        return {k: batch[k] for k in member_keys}
 
     def teacher_logits(slot_params, batches, num_classes: int) -> jnp.ndarray:
         """(K, B, C) teacher logits of every member (zeros for members without teacher)."""
@@ -168,14 +188,13 @@ def make_population_step(module, modality: str, slots: list[tuple], tx, lr_fn,
         per_slot = jnp.stack([
             module_j.apply({"params": params_j}, *models.model_inputs(mod_j, batches[s]),
                            train=False).astype(jnp.float32)
-            for (module_j, mod_j), params_j, s in zip(slot_modules, slot_params,
-                                                      p.slot_streams)])
+            for (module_j, mod_j), params_j, s in zip(slot_modules, slot_params, slot_views)])
         return jax.lax.stop_gradient(jnp.einsum("km,mbc->kbc", weights, per_slot))
 
     def member_loss(params, batch, t_logits, rng, w_kd, w_gt, tau):
         logits = module.apply({"params": params}, *models.model_inputs(modality, batch),
                               train=True, rngs={"dropout": rng})
-        aux = {"ce": losses.cross_entropy(logits, batch["label"])}
+        aux = {"ce": mixup.cross_entropy(logits, batch)}
         loss = w_gt * aux["ce"]
         if with_kd:
             aux["kd"] = losses.kd_loss(logits, t_logits, tau)
@@ -188,17 +207,20 @@ def make_population_step(module, modality: str, slots: list[tuple], tx, lr_fn,
     def grads_on(params, batches, slot_params, rngs):
         num_classes = module.num_classes
         t = teacher_logits(slot_params, batches, num_classes)
-        if one_stream:
-            member_batches, batch_axis = batches[0], None
+        if len(set(member_views.tolist())) == 1:
+            member_batches, batch_axis = member_view(batches[member_views[0]]), None
         else:
-            stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
-            member_batches, batch_axis = jax.tree.map(lambda x: x[streams], stacked), 0
+            stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *map(member_view, batches))
+            member_batches, batch_axis = jax.tree.map(lambda x: x[member_views], stacked), 0
         return jax.vmap(grad_fn, in_axes=(0, batch_axis, 0, 0, 0, 0, 0))(
             params, member_batches, t, rngs, w_kd, w_gt, tau)
 
     def step_fn(train_state, batches, slot_params, step):
         params, opt_state = train_state["params"], train_state["opt_state"]
         rngs = jnp.stack([jax.random.fold_in(r, step) for r in base_rngs])
+        if p.mixup > 0:
+            batches = list(batches) + [mixup.mix(b, mixup.rng(int(seed), step), p.mixup)
+                                       for b, seed in zip(batches, p.stream_seeds)]
         if accum == 1:
             (loss, aux), grads = grads_on(params, batches, slot_params, rngs)
         else:

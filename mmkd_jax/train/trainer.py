@@ -234,6 +234,11 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
                      sum(len(i) for i in member_infos))
 
     # --- step
+    alphas = {float(c.distill.get("mixup", 0.0)) for c in configs if c.teacher.members}
+    if len(alphas) > 1:
+        raise ValueError(f"Population students mix views with different alphas {alphas}; one "
+                         "population has one mixed stream per data stream.")
+    mixup_alpha = alphas.pop() if alphas else 0.0
     if num == 1:
         solo = steps.make_train_step(module, train_modality, member_sets[0], tx, lr_fn, config)
 
@@ -246,7 +251,8 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
             w_kd=np.array([c.distill.w_kd if c.teacher.members else 0.0 for c in configs]),
             w_gt=np.array([c.distill.w_gt if c.teacher.members else 1.0 for c in configs]),
             tau=np.array([c.distill.tau for c in configs]), teacher=teacher,
-            streams=member_stream, slot_streams=np.array(slot_streams, np.int64))
+            streams=member_stream, slot_streams=np.array(slot_streams, np.int64),
+            stream_seeds=np.array([seed for _, seed in stream_keys]), mixup=mixup_alpha)
         step_fn = steps.make_population_step(module, train_modality, slots, tx, lr_fn,
                                              population, config.accum_steps)
     train_step = jax.jit(step_fn, donate_argnums=(0,))
