@@ -34,6 +34,7 @@ setup(
     version="0.1.0",
     description=__doc__,
     packages=find_packages(include=["mmkd_jax", "mmkd_jax.*", "data_prep", "data_prep.*"]),
+    package_data={"mmkd_jax": ["pretrained/*.npz", "pretrained/README.md"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
