@@ -43,6 +43,10 @@ def reset_rss_peak() -> bool:
 def build(args: dict):
     impl = args["impl"]
     if impl == "jax":
+        if args.get("device", "cpu") == "cpu" and args.get("xla_cpu", "project") == "project":
+            from mmkd_jax import xla_cpu  # what mmkd_jax.main does on CPU, before JAX starts
+
+            xla_cpu.single_threaded_eigen()
         import jax
 
         jax.config.update("jax_enable_compilation_cache", False)  # cold compiles, every run
@@ -55,8 +59,11 @@ def build(args: dict):
     torch.set_num_interop_threads(1)
     if args.get("device") == "gpu":
         torch.set_float32_matmul_precision("high")  # TF32, as XLA's default precision
-    from torch_side import TorchCase
+    from torch_side import TorchCase, TorchVmapCase
 
+    if impl == "torch_vmap":
+        return TorchVmapCase(args["spec"], args["weights"], device=args.get("torch_device", "cpu"),
+                             dtype=args.get("dtype", "float32"))
     return TorchCase(args["spec"], args["weights"], compile_model=impl == "torch_compile",
                      device=args.get("torch_device", "cpu"), dtype=args.get("dtype", "float32"))
 

@@ -26,8 +26,11 @@ def _num_classes(preset: str) -> int:
     return actions.NUM_CLASSES
 
 
-def make_spec(size: str, workload: str, batch: int, *, steps_total: int = 10_000) -> dict:
-    """The case spec: model sizes from the preset, the recipe's optimiser, one workload."""
+def make_spec(size: str, workload: str, batch: int, *, steps_total: int = 10_000,
+              population: int = 1) -> dict:
+    """The case spec: model sizes from the preset, the recipe's optimiser, one workload, and
+    `population`: how many models of that workload one step trains (JAX: one vmapped
+    population step; PyTorch: the models one after another, or torch.func's vmap)."""
     from mmkd_jax import models, recipes
 
     preset = PRESETS[size]
@@ -55,6 +58,7 @@ def make_spec(size: str, workload: str, batch: int, *, steps_total: int = 10_000
     optim["total_steps"] = steps_total
     return {
         "size": size, "workload": workload, "batch": batch, "seed": 0,
+        "population": population,
         "frames": data.num_frames, "image_size": data.image_size,
         "flow_channels": data.flow_channels, "num_boxes": data.num_boxes,
         "num_classes": classes, "timesformer": hf,

@@ -72,6 +72,7 @@ class JaxCase:
                 matmul_dtype=self.opts["matmul_dtype"])
             self.members = [(*rgb, "rgb"), (*flow, "flow"), (*layout, "layout")]
         self.teacher_params = jax.device_put([p for _, p, _ in self.members])
+        self.population = int(spec.get("population", 1)) if spec["workload"] != "infer" else 1
         self.params = jax.device_put(params)
         self.i = 0
 
@@ -93,9 +94,23 @@ class JaxCase:
             config = self._config()
             tx, lr_fn = optim.make_optimizer(config.optim, self.spec["optim"]["total_steps"])
             self.state = {"params": self.params, "opt_state": jax.jit(tx.init)(self.params)}
-            fn = jax.jit(steps.make_train_step(self.module, "rgb", self.members, tx, lr_fn,
-                                               config),
-                         donate_argnums=(0,) if self.opts["donate"] else ())
+            k = self.population
+            if k > 1:  # K students (the same weights), one vmapped step, teachers run once
+                self.state = jax.tree.map(lambda x: jnp.stack([x] * k), self.state)
+                m = len(self.members)
+                population = steps.Population(
+                    seeds=np.arange(k), w_kd=np.full(k, 1.0 if m else 0.0),
+                    w_gt=np.full(k, 0.0 if m else 1.0), tau=np.full(k, self.spec["tau"]),
+                    teacher=np.full((k, m), 1.0 / max(m, 1), np.float32),
+                    streams=np.zeros(k, np.int64), slot_streams=np.zeros(m, np.int64),
+                    stream_seeds=np.zeros(1, np.int64))
+                step_fn = steps.make_population_step(self.module, "rgb", self.members, tx,
+                                                     lr_fn, population)
+                self.batch = [self.batch]
+            else:
+                step_fn = steps.make_train_step(self.module, "rgb", self.members, tx, lr_fn,
+                                                config)
+            fn = jax.jit(step_fn, donate_argnums=(0,) if self.opts["donate"] else ())
             args = (self.state, self.batch, self.teacher_params, jnp.asarray(0, jnp.int32))
         lowered = fn.lower(*args)
         traced = time.perf_counter()
@@ -126,7 +141,7 @@ class JaxCase:
         if feed == "device":
             return self.batch
         host = {k: v if self.i % 2 == 0 else v[::-1].copy() for k, v in self.host.items()}
-        return jax.device_put(host)
+        return [jax.device_put(host)] if self.population > 1 else jax.device_put(host)
 
     def step(self):
         if self.spec["workload"] == "infer":
@@ -152,15 +167,18 @@ class JaxCase:
     def check(self) -> list[float]:
         """Deterministic numbers to compare with PyTorch: eval-mode logits or loss."""
         params = self.params if self.spec["workload"] == "infer" else self.state["params"]
+        if self.population > 1:  # member 0 (every member starts from the same weights)
+            params = jax.tree.map(lambda x: x[0], params)
+        batch = self.batch[0] if isinstance(self.batch, list) else self.batch
         logits = jax.jit(lambda p, x: self.module.apply({"params": p}, x, train=False))(
-            params, self.batch["rgb"])
+            params, batch["rgb"])
         if self.spec["workload"] == "infer":
             return [float(v) for v in np.asarray(logits)[0, :8]]
         if not self.members:
-            return [float(losses.cross_entropy(logits, self.batch["label"]))]
+            return [float(losses.cross_entropy(logits, batch["label"]))]
         teacher = jax.jit(lambda tp, b: models.ensemble_logits(
             [(m, p, mod) for (m, _, mod), p in zip(self.members, tp)], b))(
-                self.teacher_params, self.batch)
+                self.teacher_params, batch)
         return [float(losses.kd_loss(logits, teacher, self.spec["tau"]))]
 
     def memory(self) -> dict:

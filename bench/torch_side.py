@@ -49,6 +49,16 @@ def _param_groups(model: torch.nn.Module, weight_decay: float, exclude) -> list[
             {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _adamw(groups: list[dict], o: dict):
+    """AdamW with the recipe's hyper-parameters and its warm-up + linear decay schedule."""
+    opt = torch.optim.AdamW(groups, lr=o["lr"], betas=(o["b1"], o["b2"]), eps=o["eps"])
+    warmup = max(1, round(o["warmup_frac"] * o["total_steps"]))
+    decay = max(1, o["total_steps"] - warmup)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: s / warmup if s < warmup else max(0.0, 1 - (s - warmup) / decay))
+    return opt, sched
+
+
 # HF names of the parameters the JAX recipe excludes from weight decay.
 HF_WD_EXCLUDE = (r"position_embeddings", r"time_embeddings", r"cls_token")
 
@@ -78,6 +88,12 @@ class TorchCase:
             return
         self.student.train()
         self.forward = wrap(self.student)
+        # K models trained one after another (spec["population"]): each its own student,
+        # optimiser and schedule, each step running its own teacher pass.
+        self.students = [self.student] + [
+            _hf(os.path.join(weights, "student"), spec, device, train=True).train()
+            for _ in range(int(spec.get("population", 1)) - 1)]
+        self.forwards = [self.forward] + [wrap(m) for m in self.students[1:]]
         self.teachers = []
         if workload == "distill":
             rgb_t = _hf(os.path.join(weights, "teacher_rgb"), spec, device, False).eval()
@@ -86,14 +102,8 @@ class TorchCase:
             for m in (rgb_t, flow_t, stlt):
                 m.requires_grad_(False)
             self.teachers = [wrap(rgb_t), wrap(flow_t), wrap(stlt)]
-        o = spec["optim"]
-        self.opt = torch.optim.AdamW(
-            _param_groups(self.student, o["weight_decay"], HF_WD_EXCLUDE), lr=o["lr"],
-            betas=(o["b1"], o["b2"]), eps=o["eps"])
-        warmup = max(1, round(o["warmup_frac"] * o["total_steps"]))
-        decay = max(1, o["total_steps"] - warmup)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: s / warmup if s < warmup else max(0.0, 1 - (s - warmup) / decay))
+        self.opts = [_adamw(_param_groups(m, spec["optim"]["weight_decay"], HF_WD_EXCLUDE),
+                            spec["optim"]) for m in self.students]
 
     def teacher_logits(self) -> torch.Tensor:
         rgb_t, flow_t, stlt = self.teachers
@@ -103,12 +113,12 @@ class TorchCase:
                       + stlt(self.boxes, self.cats).float())
         return logits / 3
 
-    def loss(self, logits: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, teacher: torch.Tensor | None = None) -> torch.Tensor:
         logits = logits.float()
         if not self.teachers:
             return F.cross_entropy(logits, self.labels)
         tau = self.spec["tau"]
-        teacher = self.teacher_logits()
+        teacher = self.teacher_logits() if teacher is None else teacher
         return F.kl_div(F.log_softmax(logits / tau, -1), F.log_softmax(teacher / tau, -1),
                         log_target=True, reduction="batchmean") * tau**2
 
@@ -116,13 +126,14 @@ class TorchCase:
         if self.spec["workload"] == "infer":
             with torch.inference_mode(), self.autocast:
                 return self.forward(pixel_values=self.rgb).logits
-        with self.autocast:
-            loss = self.loss(self.forward(pixel_values=self.rgb).logits)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.spec["optim"]["clip_norm"])
-        self.opt.step()
-        self.sched.step()
+        for student, forward, (opt, sched) in zip(self.students, self.forwards, self.opts):
+            with self.autocast:
+                loss = self.loss(forward(pixel_values=self.rgb).logits)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), self.spec["optim"]["clip_norm"])
+            opt.step()
+            sched.step()
         return loss.detach()
 
     def sync(self, out) -> None:
@@ -158,3 +169,53 @@ class TorchCase:
     def reset_memory(self) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
+
+
+class TorchVmapCase(TorchCase):
+    """PyTorch's own vectorised form of K models: `torch.func.stack_module_state`,
+    `functional_call` + `grad_and_value` under `vmap` (forward and backward of all students in
+    one call), the teacher once per step, AdamW over the stacked tensors with each model's
+    gradient clipped to its own global norm."""
+
+    def __init__(self, spec: dict, weights: str, device: str, dtype: str):
+        import copy
+
+        from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+        super().__init__(spec, weights, compile_model=False, device=device, dtype=dtype)
+        if spec["workload"] == "infer":
+            raise ValueError("torch_vmap times train and distill steps only")
+        params, buffers = stack_module_state(self.students)
+        self.names = list(params)
+        self.stacked = [params[n].detach().clone() for n in self.names]
+        self.buffers = buffers
+        base = copy.deepcopy(self.students[0]).to("meta")
+
+        def loss_fn(p: dict, b: dict, teacher):
+            with self.autocast:
+                logits = functional_call(base, (p, b), (), {"pixel_values": self.rgb}).logits
+            return self.loss(logits, teacher)
+
+        self.grad_fn = vmap(grad_and_value(loss_fn), in_dims=(0, 0, None),
+                            randomness="different")
+        patterns = [re.compile(x) for x in HF_WD_EXCLUDE]
+        skip = lambda n, t: t.ndim <= 2 or any(x.search(n) for x in patterns)  # + member axis
+        o = spec["optim"]
+        groups = [{"params": [t for n, t in zip(self.names, self.stacked) if not skip(n, t)],
+                   "weight_decay": o["weight_decay"]},
+                  {"params": [t for n, t in zip(self.names, self.stacked) if skip(n, t)],
+                   "weight_decay": 0.0}]
+        self.opt, self.sched = _adamw(groups, o)
+
+    def step(self) -> torch.Tensor:
+        teacher = self.teacher_logits() if self.teachers else None
+        grads, loss = self.grad_fn(dict(zip(self.names, self.stacked)), self.buffers, teacher)
+        grads = [grads[n] for n in self.names]
+        k = self.stacked[0].shape[0]
+        norm = torch.sqrt(sum(g.float().pow(2).reshape(k, -1).sum(1) for g in grads))
+        scale = (self.spec["optim"]["clip_norm"] / (norm + 1e-6)).clamp(max=1.0)
+        for t, g in zip(self.stacked, grads):
+            t.grad = g * scale.reshape((k,) + (1,) * (g.ndim - 1)).to(g.dtype)
+        self.opt.step()
+        self.sched.step()
+        return loss.detach()

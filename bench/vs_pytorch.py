@@ -85,6 +85,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="CPU workers: keep = reuse freed host memory (mmkd_jax/host_memory.py, "
                         "what mmkd_jax.main does on CPU), for every column; default = glibc's "
                         "defaults")
+    p.add_argument("--population", type=int, default=1,
+                   help="models per train/distill step: JAX trains them as one population "
+                        "(the trainer's vmapped step), torch and torch_compile one after "
+                        "another, torch_vmap with torch.func (functional_call + vmap)")
+    p.add_argument("--xla_cpu", default="project", choices=("project", "default"),
+                   help="JAX on CPU: project = Eigen single-threaded, as mmkd_jax.main runs "
+                        "(mmkd_jax/xla_cpu.py); default = XLA's defaults")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per worker reply")
     p.add_argument("--json", default="", help="write all results here")
     p.add_argument("--markdown", default="", help="append the tables to this file")
@@ -168,13 +175,13 @@ def prepare_weights(spec: dict, directory: str, args: argparse.Namespace, scratc
 
 def run_case(spec: dict, columns: list[tuple[str, dict]], args: argparse.Namespace,
              weights: str, scratch: str, steps: int, reps: int) -> dict:
-    result = {"spec": {k: spec[k] for k in ("size", "workload", "batch")},
+    result = {"spec": {k: spec[k] for k in ("size", "workload", "batch", "population")},
               "load_before": os.getloadavg(), "columns": {}}
     workers = {}
     for name, opts in columns:  # one after another: compiles do not overlap
         impl = name.split(":")[0]
         wargs = {"impl": impl, "spec": spec, "weights": weights, "threads": args.threads,
-                 "host_malloc": args.host_malloc,
+                 "host_malloc": args.host_malloc, "xla_cpu": args.xla_cpu,
                  "options": opts, "device": args.device, "dtype": args.dtype,
                  "torch_device": "cuda" if args.device == "gpu" else "cpu"}
         if impl == "jax":
@@ -235,7 +242,7 @@ def summarise(result: dict, peak_tflops: float, dtype: str) -> list[dict]:
             continue
         med = float(np.median(times))
         row.update(ms=med * 1e3, ms_min=float(times.min()) * 1e3,
-                   clips_per_s=result["spec"]["batch"] / med)
+                   clips_per_s=result["spec"]["batch"] * result["spec"]["population"] / med)
         if len(ref_times) == len(times) and len(times):
             paired = times / ref_times  # same round, alternating: robust to load drift
             row.update(jax_speedup=float(np.median(paired)), jax_speedup_min=float(paired.min()),
@@ -262,7 +269,8 @@ def summarise(result: dict, peak_tflops: float, dtype: str) -> list[dict]:
 
 def markdown(result: dict, rows: list[dict]) -> str:
     s = result["spec"]
-    head = (f"**{s['size']} / {s['workload']}** (batch {s['batch']}; load "
+    models = f", {s['population']} models per step" if s["population"] > 1 else ""
+    head = (f"**{s['size']} / {s['workload']}** (batch {s['batch']}{models}; load "
             f"{result['load_before'][0]:.2f} -> {result['load_after'][0]:.2f})\n\n"
             "| column | ms/step (median) | clips/s | JAX speedup (median [min, max]) | "
             "compile s | first step s | peak RSS GB | XLA step GB | GFLOP/s | MFU | "
@@ -319,7 +327,8 @@ def main(argv=None) -> None:
             weights = os.path.join(scratch, f"weights_{size}")
             for workload in args.workloads.split(","):
                 batch = 1 if workload == "infer" else batches[size]
-                spec = cases.make_spec(size, workload, batch)
+                spec = cases.make_spec(size, workload, batch, population=1 if workload == "infer"
+                                       else args.population)
                 if not os.path.isdir(weights):
                     prepare_weights(spec, weights, args, scratch)
                 print(f"== {size} / {workload} (batch {batch})", flush=True)
