@@ -144,7 +144,7 @@ def test_fine_tune_starts_fresh_and_a_rerun_resumes(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="absl")
     trainer.train_and_evaluate(cfg, workdir)
     log = messages(caplog)
-    assert f"Fine-tuning from checkpoint {src_root} (fresh optimiser, step 0)" in log
+    assert f"baseline_rgb: fine-tuning from checkpoint {src_root} (fresh optimiser, step 0)" in log
     assert "head re-initialised" in log and "Resuming" not in log
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
     assert ckpt.manager.all_steps() == [1]  # step reset: not the source's 7 + 1
@@ -176,7 +176,7 @@ def test_fine_tune_starts_fresh_and_a_rerun_resumes(tmp_path, caplog):
     trainer.train_and_evaluate(cfg, workdir)
     log = messages(caplog)
     assert "Resuming baseline_rgb from its own checkpoint at step 1" in log
-    assert "Ignoring config.model.init_from (checkpoint" in log and "Fine-tuning" not in log
+    assert "Ignoring config.model.init_from (checkpoint" in log and "fine-tuning" not in log
     np.testing.assert_array_equal(leaves(checkpoint.Checkpointer(
         os.path.join(workdir, "checkpoints"), read_only=True).restore_params(1))["head/kernel"],
         got["head/kernel"])

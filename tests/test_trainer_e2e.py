@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 
+from mmkd_jax.convert.naming import flatten
 from mmkd_jax.train import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,11 +54,25 @@ def losses(workdir):
 PARAM_TOL = {"rtol": 1e-4, "atol": 2e-4}
 
 
-def assert_trees_close(a, b, **tol):
-    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(leaves_a) == len(leaves_b)
-    for x, y in zip(leaves_a, leaves_b):
-        np.testing.assert_allclose(x, y, **tol)
+def without_key_bias(params) -> dict:
+    """Params without the key third of each qkv bias: its gradient is zero in exact arithmetic
+    (softmax ignores a shift shared by all keys), so Adam turns float rounding there into
+    lr-sized steps that differ between any two summation orders."""
+    out = {}
+    for path, value in flatten(params).items():
+        if path.endswith("qkv/bias"):
+            third = value.shape[-1] // 3
+            value = np.concatenate([value[..., :third], value[..., 2 * third:]], -1)
+        out[path] = value
+    return out
+
+
+def assert_params_close(got, ref):
+    """Trained parameters of two layouts agree to PARAM_TOL, path by path, key biases aside."""
+    got, ref = without_key_bias(got), without_key_bias(ref)
+    assert sorted(got) == sorted(ref)
+    for path in sorted(ref):
+        np.testing.assert_allclose(got[path], ref[path], err_msg=path, **PARAM_TOL)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +103,7 @@ def test_four_devices_match_one_device(single_device_run, tmp_path):
                                [ref_losses[s] for s in sorted(ref_losses)], rtol=1e-5)
     _, ref, _ = final_params(single_device_run)
     _, got, _ = final_params(tmp_path)
-    assert_trees_close(got, ref, **PARAM_TOL)
+    assert_params_close(got, ref)
 
 
 def _free_port():
@@ -115,7 +130,7 @@ def test_two_processes_match_one_process(single_device_run, tmp_path):
                                [ref_losses[s] for s in sorted(ref_losses)], rtol=1e-5)
     _, ref, _ = final_params(single_device_run)
     _, got, _ = final_params(tmp_path)
-    assert_trees_close(got, ref, **PARAM_TOL)
+    assert_params_close(got, ref)
     got_eval = json.load(open(tmp_path / "results.json"))["final"]
     ref_eval = json.load(open(single_device_run / "results.json"))["final"]
     assert got_eval["num_examples"] == ref_eval["num_examples"]  # nothing dropped or doubled
