@@ -8,8 +8,11 @@ Reads webm/mp4/avi files or folders of frame images, applies the eval preprocess
 midpoints, centre crop, resize, ImageNet normalisation; see mmkd_jax/inference.py) and prints
 the top-k classes with probabilities, or one JSON document with `--json`. A file that cannot be
 read is reported (stderr, and as an `error` entry in the JSON) and the others are still
-classified; the exit status is 1 when any file failed. Needs only the checkpoint: its metadata
-holds the model config and the class names. No TensorFlow.
+classified; the exit status is 1 when any file failed. A video that is shorter than the frames
+the model samples, or whose decoded frames cover less time than its container declares
+(truncated, damaged), is still classified, with a warning on stderr and in its JSON entry
+(`warnings`). Needs only the checkpoint: its metadata holds the model config and the class
+names. A checkpoint with non-finite params (a diverged run) is refused. No TensorFlow.
 """
 from __future__ import annotations
 
@@ -22,9 +25,23 @@ from collections.abc import Iterable
 from absl import app, flags, logging
 
 
+def frame_warnings(video, needed: int) -> list[str]:
+    """What makes a prediction on `video` less trustworthy than the model's eval protocol."""
+    out = []
+    if video.truncated:
+        out.append(f"the {video.num_frames} decoded frames cover {video.decoded_seconds:.1f} s "
+                   f"of the {video.declared_seconds:.1f} s the file declares (truncated or "
+                   "damaged file)")
+    if video.num_frames < needed:
+        out.append(f"{video.num_frames} frames found, the model samples {needed}: frames are "
+                   "repeated")
+    return out
+
+
 def classify(model, paths: Iterable[str], top_k: int = 5) -> list[dict]:
     """One result dict per path, in order: {"path", "top", "num_frames", ...} or {"path",
-    "error"}. A failure to read one video never stops the others."""
+    "error"}; "warnings" lists frame shortfalls (`frame_warnings`). A failure to read one video
+    never stops the others."""
     from mmkd_jax import inference
     from mmkd_jax.data.video_io import read_video
 
@@ -41,7 +58,8 @@ def classify(model, paths: Iterable[str], top_k: int = 5) -> list[dict]:
         n, h, w = video.frames.shape[:3]
         results.append({"path": path, "num_frames": n, "frame_size": [h, w], "fps": video.fps,
                         "top": inference.top_k(logits, model.label_names, top_k),
-                        "seconds": round(time.perf_counter() - start, 3)})
+                        "seconds": round(time.perf_counter() - start, 3),
+                        "warnings": frame_warnings(video, model.preprocessing.num_frames)})
     return results
 
 
@@ -89,7 +107,7 @@ def load_from_flags(f: dict[str, flags.FlagHolder]):
     try:
         return inference.load_model(f["workdir"].value, f["checkpoint"].value,
                                     f["hf_dir"].value, f["step"].value)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # NonFiniteParamsError is a ValueError
         # A wrong model or path is not a usage error: say what is wrong, without the help text.
         raise SystemExit(f"error: {e}") from e
 
@@ -104,6 +122,9 @@ def main(argv: list[str], f: dict[str, flags.FlagHolder]) -> int:
     model = load_from_flags(f)
     results = classify(model, paths, f["top_k"].value)
     failed = [r for r in results if "error" in r]
+    for r in results:
+        for warning in r.get("warnings", []):
+            print(f"warning: {r['path']}: {warning}", file=sys.stderr)
     for r in failed:
         print(f"error: {r['path']}: {r['error']}", file=sys.stderr)
     if f["json"].value:

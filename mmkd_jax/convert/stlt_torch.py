@@ -5,6 +5,11 @@ transformer.layers.i}`, `backbone.frames_embeddings.{position_embeddings, frame_
 layer_norm}`, `backbone.transformer.layers.i`, `prediction_head.{fc1, layer_norm, fc2}`.
 The unused `score_embeddings` (Action Genome only), the spatial transformer's template
 `encoder_layer.*` and the `position_ids` buffer are reported as unused.
+
+Only Something-Else layouts are representable: 4 box categories (pad, hand, object, cls) and no
+detector scores. A checkpoint trained on Action Genome (one embedding per object class, 38, plus
+score embeddings added to every box) is refused with what differs: converted, it would read
+Something-Else category ids and silently give wrong logits.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from mmkd_jax.convert.naming import (
 )
 from mmkd_jax.convert.readers import as_state
 from mmkd_jax.convert.surgery import load_into
-from mmkd_jax.models.stlt import STLT
+from mmkd_jax.models.stlt import CATEGORIES, STLT
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,18 @@ def _count(source: Mapping[str, np.ndarray], prefix: str) -> int:
     return 1 + max(idx) if idx else 0
 
 
+def check_representable(source: Mapping[str, np.ndarray]) -> None:
+    """Raises ValueError unless the checkpoint embeds the Something-Else box categories."""
+    cats = source["category_embed/embedding"].shape[0]
+    if cats != len(CATEGORIES):
+        raise ValueError(
+            f"STLT checkpoint has {cats} box-category embeddings; this STLT reads "
+            f"Something-Else layouts with {len(CATEGORIES)} ({', '.join(CATEGORIES)}) and no "
+            "detector scores. A checkpoint with one embedding per object class and score "
+            "embeddings (Action Genome: 38 categories) cannot be represented; converting it "
+            "would give wrong logits.")
+
+
 def infer_kwargs(source: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """STLT fields from weight shapes; heads default to hidden // 64 (12 at 768, as BMVC'21)."""
     cats, d = source["category_embed/embedding"].shape
@@ -88,6 +105,7 @@ def stlt_from_torch(state_dict: Any, *, strict: bool = True,
     """
     state = strip_prefix(as_state(state_dict), ["module."])
     source, unused = rename(state, STLT_RULES)
+    check_representable(source)
     module = STLT(**{**infer_kwargs(source), **model_kwargs})
     t = module.num_frames
     boxes, cats = jnp.zeros((1, t, 1, 4)), jnp.zeros((1, t, 1), jnp.int32)

@@ -25,6 +25,19 @@ class Video:
     frames: np.ndarray  # (N, H, W, 3) uint8 RGB
     fps: float
     jpeg: list[bytes] | None = None  # original JPEG bytes per frame (frame folders only)
+    # Seconds of video the container declares (header frame count / rate, else its duration)
+    # and the seconds the decoded frames cover (last frame's time + one frame); None when
+    # unknown. Far fewer decoded than declared seconds means a truncated or damaged file.
+    # (Header frame counts alone mislead: AVI files may count dropped, empty frames.)
+    declared_seconds: float | None = None
+    decoded_seconds: float | None = None
+
+    @property
+    def truncated(self) -> bool:
+        if not (self.declared_seconds and self.decoded_seconds and self.fps):
+            return False
+        slack = max(2.0 / self.fps, 0.02 * self.declared_seconds)
+        return self.decoded_seconds < self.declared_seconds - slack
 
     @property
     def num_frames(self) -> int:
@@ -41,17 +54,18 @@ def read_video(path: str | os.PathLike, folder_fps: float = DEFAULT_FOLDER_FPS) 
     errors = []
     for name, reader in _FILE_READERS.items():
         try:
-            frames, fps = reader(path)
+            frames, fps, seconds = reader(path)
         except Exception as e:  # any decoder failure means "try the next one"
             errors.append(f"{name}: {type(e).__name__}: {e}")
             continue
         if frames.shape[0] > 0:
-            return Video(frames=frames, fps=fps)
+            return Video(frames=frames, fps=fps, declared_seconds=seconds[0],
+                         decoded_seconds=seconds[1])
         errors.append(f"{name}: no frames decoded")
     raise VideoReadError(f"cannot decode video {path} ({'; '.join(errors)})")
 
 
-def _read_pyav(path: str) -> tuple[np.ndarray, float]:
+def _read_pyav(path: str) -> tuple[np.ndarray, float, tuple]:
     import av  # local: PyAV is only needed for video files
 
     frames = []
@@ -59,33 +73,44 @@ def _read_pyav(path: str) -> tuple[np.ndarray, float]:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        size = None
+        size, last_time = None, None
         for frame in container.decode(stream):
+            last_time = frame.time if frame.time is not None else last_time
             if size is None:
                 size = (frame.width, frame.height)
             elif (frame.width, frame.height) != size:
                 # Rare mid-stream resolution changes: keep one size so frames stack.
                 frame = frame.reformat(width=size[0], height=size[1])
             frames.append(frame.to_ndarray(format="rgb24"))
-    fps = float(rate) if rate else 0.0
-    return _stack(frames), fps
+        fps = float(rate) if rate else 0.0
+        # AVI and MP4 headers keep the frame count when the file is cut (the demuxer then
+        # recomputes the duration); Matroska/webm carry only the duration (microseconds).
+        declared = (stream.frames / fps if stream.frames and fps else
+                    container.duration * 1e-6 if container.duration else None)
+        decoded = last_time + 1.0 / fps if last_time is not None and fps else None
+    return _stack(frames), fps, (declared, decoded)
 
 
-def _read_opencv(path: str) -> tuple[np.ndarray, float]:
+def _read_opencv(path: str) -> tuple[np.ndarray, float, tuple]:
     cap = cv2.VideoCapture(path)
     try:
         if not cap.isOpened():
             raise OSError("OpenCV could not open the file")
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        frames = []
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0
+        frames, position = [], None
         while True:
             ok, bgr = cap.read()
             if not ok:
                 break
+            # This frame's time; the max, as some files report a reset position at the end.
+            position = max(position or 0.0, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
             frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     finally:
         cap.release()
-    return _stack(frames), fps
+    declared = count / fps if count > 0 and fps else None
+    decoded = position + 1.0 / fps if position is not None and fps else None
+    return _stack(frames), fps, (declared, decoded)
 
 
 # Tried in order: PyAV decodes VP9 webm without an ffmpeg binary; OpenCV covers what it cannot.
