@@ -51,12 +51,25 @@ def modes() -> dict:
     return {"predict": analysis.run}
 
 
+def faults() -> tuple:
+    """Errors that mean "this run cannot go on" and say why in their message: logged as one
+    line, exit status 1, no traceback."""
+    from mmkd_jax.train import checkpoint, validate, workdir_lock
+    return (FloatingPointError, checkpoint.CheckpointError, checkpoint.NonFiniteParamsError,
+            workdir_lock.WorkdirBusyError, validate.ConfigError)
+
+
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from mmkd_jax.train import sharding
-    sharding.maybe_initialize_distributed(_MULTIPROCESS.value)
+    from mmkd_jax.train import validate
     config = _CONFIG.value
+    try:  # before JAX, data or models are touched
+        validate.check(config)
+    except validate.ConfigError as e:
+        sys.exit(f"error: {e}")
+    from mmkd_jax.train import checkpoint, sharding, workdir_lock
+    sharding.maybe_initialize_distributed(_MULTIPROCESS.value)
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
     mode = config.get("mode", "train")
     if mode == "train":
@@ -68,6 +81,30 @@ def main(argv) -> None:
         if key not in runners:
             raise app.UsageError(f"config.mode={key!r}; choose one of "
                                  f"{sorted(['train', *runners])}.")
+    locked = mode == "train"  # one training run per workdir; `predict` only reads
+    if locked:
+        try:  # before the log file: a refused run must not write into the other's log
+            workdir_lock.hold(workdir)
+        except workdir_lock.WorkdirBusyError as e:
+            sys.exit(f"error: {e}")
+    try:
+        fault = _run(runners[key], config, workdir)
+    finally:
+        if locked:
+            workdir_lock.let_go(workdir)
+    if fault is not None:
+        logging.error("%s", fault)
+        if isinstance(fault, checkpoint.CheckpointError):
+            # orbax's commit threads may still wait on the failed write and would keep the
+            # interpreter from exiting: leave now, the message and the logs flushed.
+            logging.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        sys.exit(1)
+
+
+def _run(runner, config, workdir):
+    """Runs the experiment; returns the fault that stopped it (see `faults`), or None."""
     logs.log_to_file(workdir)
     if _HOST_MALLOC:
         logging.info("Host memory: freed memory is reused, not returned to the OS (CPU run; "
@@ -75,7 +112,11 @@ def main(argv) -> None:
     if _XLA_CPU:
         logging.info("XLA:CPU: Eigen kernels single-threaded (%s; %s=default turns this off).",
                      xla_cpu.FLAG, xla_cpu.ENV)
-    runners[key](config, workdir)
+    try:
+        runner(config, workdir)
+    except faults() as e:
+        return e
+    return None
 
 
 def run() -> None:

@@ -1,4 +1,4 @@
-"""The main command end to end at tiny size: devices, hosts, resume, NaN stop, config errors.
+"""The main command end to end at tiny size: devices, hosts, resume, config errors.
 
 Each test runs `python -m mmkd_jax.main` in a subprocess, as a user would, on the tiny
 synthetic dataset (built once per session into the test TFDS dir, see conftest.py).
@@ -166,13 +166,6 @@ def test_sigterm_then_resume_equals_uninterrupted(tmp_path):
         np.testing.assert_array_equal(a, b)  # exactly, not approximately
     la, lb = losses(full), losses(resumed)
     assert [la[s] for s in range(1, 41)] == [lb[s] for s in range(1, 41)]
-
-
-def test_nan_loss_stops_and_names_step_and_checkpoint(tmp_path):
-    out = run_main(tmp_path, *TINY_RGB, "--config.total_steps=6", "--config.optim.lr=1e30",
-                   "--config.optim.clip_norm=1e30", check=False)
-    assert out.returncode != 0
-    assert "Non-finite loss at step" in out.stderr and "Last good checkpoint" in out.stderr
 
 
 def test_bad_configs_fail_before_compute(tmp_path):

@@ -3,17 +3,78 @@
 A checkpoint holds three items so that each reader restores only what it needs:
   params     the model parameters (a teacher member or `predict` restores only this)
   opt_state  optimiser state (resume only)
-  meta       JSON: step, model/data config, label names — enough to use the checkpoint alone
+  meta       JSON: step, model/data config, label names — enough to use the checkpoint alone;
+             the run's eval history and train-time segments up to that step
+
+Faults: a step that does not restore whole is moved to `<directory>.damaged/` (never deleted)
+and resume takes the newest intact one (`restore_latest_intact`); a write that fails (a full
+disk, a read-only folder) raises CheckpointError naming the path, from the main thread, at the
+next step (`check`); params with a NaN or an infinity are never read as a model
+(`restore_params`).
 """
 from __future__ import annotations
 
+import logging as std_logging
 import os
+import sys
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
 BEST_METRIC = "top1"
+DAMAGED_SUFFIX = ".damaged"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written, or no step of it can be read; the message names it."""
+
+
+class NonFiniteParamsError(ValueError):
+    """A checkpoint whose params hold NaN or infinity (a diverged run); names the leaves."""
+
+
+def _quiet_failed_restore() -> None:
+    """After a failed restore, orbax's abandoned reads fail again on their own: tensorstore
+    reports ~100 'Event loop is closed' tracebacks, each read coroutine is reported as an
+    ignored exception when collected, and asyncio logs 'Task exception was never retrieved'.
+    The failure itself is logged once by the caller; these echoes of it are dropped (any other
+    unraisable exception or log record passes through)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "mmkd_quiet", False):
+        return
+
+    def echo(unraisable) -> bool:
+        e, tb = unraisable.exc_value, unraisable.exc_traceback
+        if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+            return True
+        while tb is not None:
+            if "/orbax/checkpoint/" in tb.tb_frame.f_code.co_filename:
+                return True
+            tb = tb.tb_next
+        return False
+
+    def hook(unraisable):
+        if not echo(unraisable):
+            previous(unraisable)
+
+    hook.mmkd_quiet = True
+    sys.unraisablehook = hook
+    std_logging.getLogger("asyncio").addFilter(
+        lambda r: not r.getMessage().startswith("Task exception was never retrieved"))
+
+
+def check_finite(params, where: str) -> None:
+    """Raises NonFiniteParamsError naming the first non-finite leaves of `params`."""
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
+    bad = [jax.tree_util.keystr(path, simple=True, separator="/") for path, x in leaves
+           if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.all(np.isfinite(x))]
+    if bad:
+        raise NonFiniteParamsError(
+            f"{where} holds non-finite params (NaN or inf) in {len(bad)} arrays, e.g. "
+            f"{', '.join(bad[:3])}: the run that wrote it diverged; use an earlier step.")
 
 
 class Checkpointer:
@@ -22,6 +83,7 @@ class Checkpointer:
     def __init__(self, directory: str, keep: int = 2, async_save: bool = True,
                  read_only: bool = False):
         self.directory = os.path.abspath(directory)
+        self.read_only = read_only
         preserve = policies.AnyPreservationPolicy([
             policies.LatestN(n=keep),
             policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=1,
@@ -34,11 +96,34 @@ class Checkpointer:
             read_only=read_only, create=not read_only)
         # Explicit handlers (not just item names) let a reader see an item's metadata (shapes,
         # dtypes) before restoring it, so params restore onto any topology without a model.
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=options,
-            item_handlers={"params": ocp.StandardCheckpointHandler(),
-                           "opt_state": ocp.StandardCheckpointHandler(),
-                           "meta": ocp.JsonCheckpointHandler()})
+        try:
+            self.manager = ocp.CheckpointManager(
+                self.directory, options=options,
+                item_handlers={"params": ocp.StandardCheckpointHandler(),
+                               "opt_state": ocp.StandardCheckpointHandler(),
+                               "meta": ocp.JsonCheckpointHandler()})
+        except OSError as e:
+            raise CheckpointError(f"cannot open checkpoints in {self.directory}: {e}") from e
+
+    def check_writable(self) -> None:
+        """Fails now, naming the folder, if checkpoints cannot be written there; orbax would
+        only fail in its background thread at the first save."""
+        probe = os.path.join(self.directory, f".write-probe-{os.getpid()}")
+        try:
+            with open(probe, "w") as f:
+                f.write("probe")
+            os.remove(probe)
+        except OSError as e:
+            raise CheckpointError(f"cannot write checkpoints to {self.directory}: "
+                                  f"{e.strerror or e}") from e
+
+    def check(self) -> None:
+        """Raises CheckpointError if an asynchronous save has failed (cheap, non-blocking)."""
+        try:
+            self.manager.check_for_errors()
+        except Exception as e:  # orbax re-raises whatever its commit thread hit
+            raise CheckpointError(f"writing checkpoints in {self.directory} failed: "
+                                  f"{type(e).__name__}: {e}") from e
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -51,11 +136,15 @@ class Checkpointer:
 
     def save(self, step: int, params, opt_state, meta: dict, metrics: dict | None = None,
              force: bool = False) -> bool:
-        return self.manager.save(
-            step, metrics=metrics, force=force,
-            args=ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                    opt_state=ocp.args.StandardSave(opt_state),
-                                    meta=ocp.args.JsonSave(meta)))
+        try:
+            return self.manager.save(
+                step, metrics=metrics, force=force,
+                args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                        opt_state=ocp.args.StandardSave(opt_state),
+                                        meta=ocp.args.JsonSave(meta)))
+        except Exception as e:  # a failed earlier commit surfaces here too
+            raise CheckpointError(f"writing checkpoints in {self.directory} failed (saving step "
+                                  f"{step}): {type(e).__name__}: {e}") from e
 
     def restore(self, step: int, abstract_params, abstract_opt_state):
         """Restores (params, opt_state, meta) onto the shardings of the abstract trees."""
@@ -64,6 +153,52 @@ class Checkpointer:
             opt_state=ocp.args.StandardRestore(abstract_opt_state),
             meta=ocp.args.JsonRestore()))
         return out["params"], out["opt_state"], out["meta"]
+
+    def restore_latest_intact(self, abstract_params, abstract_opt_state,
+                              at_most: int | None = None):
+        """(step, params, opt_state, meta) of the newest step (at most `at_most`) that restores
+        whole, or None when the folder has no steps at all.
+
+        A newer step that fails to restore (truncated array files, a lost manifest or meta) is
+        moved aside with one warning line; CheckpointError when no step is left.
+        """
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        if not steps:
+            return None
+        candidates = [s for s in steps if at_most is None or s <= at_most]
+        if not candidates:
+            raise CheckpointError(f"{self.directory} has no step at or before {at_most} to "
+                                  f"resume from (it has {sorted(steps)}).")
+        for step in candidates:
+            try:
+                return (step, *self.restore(step, abstract_params, abstract_opt_state))
+            except Exception as e:  # orbax/tensorstore raise many types for one broken file
+                _quiet_failed_restore()
+                self.move_aside(step, e)
+        raise CheckpointError(f"no intact checkpoint in {self.directory}: steps "
+                              f"{sorted(candidates)} all failed to restore and were moved to "
+                              f"{self.directory}{DAMAGED_SUFFIX}.")
+
+    def move_aside(self, step: int, error: Exception) -> str:
+        """Moves step `step` to `<directory>.damaged/<step>` (process 0; the others wait)."""
+        target_root = self.directory + DAMAGED_SUFFIX
+        target = os.path.join(target_root, str(step))
+        n = 1
+        while os.path.exists(target):
+            target, n = os.path.join(target_root, f"{step}-{n}"), n + 1
+        if jax.process_index() == 0:
+            os.makedirs(target_root, exist_ok=True)
+            os.rename(os.path.join(self.directory, str(step)), target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"checkpoint_moved_aside_{step}")
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        first_line = first_line.split(" See full TensorStore")[0][:200]
+        logging.warning("Checkpoint step %d in %s is damaged (%s: %s); moved to %s, resuming "
+                        "from an earlier step.", step, self.directory, type(error).__name__,
+                        first_line, target)
+        self.manager.reload()
+        return target
 
     def restore_params(self, step: int, abstract_params=None):
         """Params only (teacher members, predict, export).
@@ -76,19 +211,33 @@ class Checkpointer:
             saved = self.manager.item_metadata(step)["params"]
             abstract_params = jax.tree.map(
                 lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
-        return self.manager.restore(step, args=ocp.args.Composite(
+        params = self.manager.restore(step, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(abstract_params)))["params"]
+        check_finite(params, os.path.join(self.directory, str(step)))
+        return params
 
     def restore_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(
             meta=ocp.args.JsonRestore()))["meta"]
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            raise CheckpointError(f"writing checkpoints in {self.directory} failed: "
+                                  f"{type(e).__name__}: {e}") from e
 
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+    def close(self, quiet: bool = False) -> None:
+        """Waits for pending saves and closes; `quiet` (on an error path already) logs a failed
+        save instead of raising over the error being handled."""
+        try:
+            self.wait()
+        except CheckpointError as e:
+            if not quiet:
+                raise
+            logging.error("%s", e)
+        finally:
+            self.manager.close()
 
 
 def abstract_like(tree, sharding):

@@ -17,13 +17,29 @@ from mmkd_jax.train import losses, mixup
 
 def topk_correct(logits: jnp.ndarray, labels: jnp.ndarray, mask: jnp.ndarray,
                  ks: tuple[int, ...] = (1, 5)) -> dict:
-    """Masked counts of examples whose label is among the top-k logits (k capped at #classes)."""
+    """Masked counts of examples whose label is among the top-k logits (k capped at #classes).
+
+    An example with any non-finite logit is wrong at every k: a NaN compares false, so its rank
+    would be 0 (a diverged model would score 100%).
+    """
     # Rank of the true class = number of classes with a strictly higher logit.
     true = jnp.take_along_axis(logits, labels[:, None], axis=-1)
     rank = jnp.sum(logits > true, axis=-1)
-    out = {f"top{k}": jnp.sum((rank < k) * mask) for k in ks}
+    finite = jnp.all(jnp.isfinite(logits), axis=-1)
+    out = {f"top{k}": jnp.sum(((rank < k) & finite) * mask) for k in ks}
     out["count"] = jnp.sum(mask)
     return out
+
+
+def accuracy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+    """Top-1 accuracy of a batch; non-finite logits count as wrong (as in topk_correct)."""
+    finite = jnp.all(jnp.isfinite(logits), axis=-1)
+    return jnp.mean((jnp.argmax(logits, -1) == labels) & finite)
+
+
+def all_finite(tree) -> jnp.ndarray:
+    """True when every float in `tree` is finite: one pass over the leaves, a scalar out."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def ensemble_logits_fn(members: list[tuple]):
@@ -73,7 +89,7 @@ def make_train_step(module, modality: str, members: list[tuple], tx, lr_fn, conf
             t_logits = jax.lax.stop_gradient(teacher_fn(teacher_params, batch))
             aux["kd"] = losses.kd_loss(logits, t_logits, tau)
             loss = loss + w_kd * aux["kd"]
-        aux["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        aux["accuracy"] = accuracy(logits, batch["label"])
         return loss, aux
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -106,7 +122,10 @@ def make_train_step(module, modality: str, members: list[tuple], tx, lr_fn, conf
             loss, aux, grads = jax.tree.map(lambda x: x / accum, (loss, aux, grads))
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        out = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads), "lr": lr_fn(step)}
+        # `finite`: the loss and the updated params, checked by the trainer at every step
+        # before anything is saved.
+        out = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads), "lr": lr_fn(step),
+               "finite": jnp.isfinite(loss) & all_finite(params)}
         return {"params": params, "opt_state": opt_state}, out
 
     return step_fn
@@ -199,7 +218,7 @@ def make_population_step(module, modality: str, slots: list[tuple], tx, lr_fn,
         if with_kd:
             aux["kd"] = losses.kd_loss(logits, t_logits, tau)
             loss = loss + w_kd * aux["kd"]
-        aux["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        aux["accuracy"] = accuracy(logits, batch["label"])
         return loss, aux
 
     grad_fn = jax.value_and_grad(member_loss, has_aux=True)
@@ -243,7 +262,8 @@ def make_population_step(module, modality: str, slots: list[tuple], tx, lr_fn,
         updates, opt_state = jax.vmap(tx.update)(grads, opt_state, params)
         params = jax.vmap(optax.apply_updates)(params, updates)
         out = {"loss": loss, **aux, "grad_norm": jax.vmap(optax.global_norm)(grads),
-               "lr": jnp.broadcast_to(lr_fn(step), loss.shape)}
+               "lr": jnp.broadcast_to(lr_fn(step), loss.shape),
+               "finite": jnp.isfinite(loss) & jax.vmap(all_finite)(params)}
         return {"params": params, "opt_state": opt_state}, out
 
     return step_fn

@@ -26,7 +26,17 @@ from absl import logging
 
 from mmkd_jax import checkpoint_meta, convert, models
 from mmkd_jax.data import pipeline
-from mmkd_jax.train import checkpoint, evaluate, metrics, optim, sharding, state, steps
+from mmkd_jax.train import (
+    checkpoint,
+    evaluate,
+    metrics,
+    optim,
+    sharding,
+    state,
+    steps,
+    validate,
+    workdir_lock,
+)
 from mmkd_jax.train import members as members_lib
 
 # Config keys in which the members of a population may differ; everything else (model, data,
@@ -39,6 +49,7 @@ POPULATION_FREE_DATA_KEYS = ("name",)
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Fills what the dataset decides (class count) and fails early on a bad config."""
     config = ml_collections.ConfigDict(config.to_dict())  # an unlocked copy we may complete
+    validate.check(config)
     if config.modality not in models.MODALITY_KEYS:
         raise ValueError(f"config.modality={config.modality!r}; choose one of "
                          f"{sorted(models.MODALITY_KEYS)}.")
@@ -114,12 +125,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[dict]:
-    """Trains (or resumes) every (config, workdir) run together; returns their results."""
-    # --- config
+    """Trains (or resumes) every (config, workdir) run together; returns their results.
+
+    Each workdir is locked for the run (train/workdir_lock.py): a second run there refuses.
+    """
     workdirs = [os.path.abspath(wd) for _, wd in runs]
+    held = []
+    try:
+        for wd in workdirs:
+            workdir_lock.hold(wd)
+            held.append(wd)
+        return _train_population([c for c, _ in runs], workdirs)
+    finally:
+        for wd in held:
+            workdir_lock.let_go(wd)
+
+
+def _resume(ckpts: list[checkpoint.Checkpointer], abstract_params, abstract_opt_state,
+            labels: list[str]) -> tuple[int, list]:
+    """The step every member resumes from (0: fresh) and each member's restored
+    (step, params, opt_state, meta), or None. Damaged newest steps are moved aside; members
+    that stopped at different steps resume together from the newest step all of them have."""
+    at_most = None
+    while True:
+        got = [c.restore_latest_intact(abstract_params, abstract_opt_state, at_most)
+               for c in ckpts]
+        found = [g[0] if g else 0 for g in got]
+        if len(set(found)) == 1:
+            return found[0], got
+        if min(found) == 0:
+            logging.warning("Population members %s stopped at steps %s: some have no "
+                            "checkpoint, so all start from step 0.", labels, found)
+            return 0, [None] * len(ckpts)
+        logging.warning("Population members stopped at steps %s: resuming all from %d.",
+                        found, min(found))
+        at_most = min(found)
+
+
+def _train_population(configs: list[ml_collections.ConfigDict],
+                      workdirs: list[str]) -> list[dict]:
+    # --- config
     for wd in workdirs:
         os.makedirs(wd, exist_ok=True)
-    configs = [resolve_config(c) for c, _ in runs]
+    configs = [resolve_config(c) for c in configs]
     names = [c.get("experiment", os.path.basename(os.path.normpath(wd)))
              for c, wd in zip(configs, workdirs)]
     check_population(configs, names, workdirs)
@@ -177,30 +225,25 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
     keys = tuple(models.MODALITY_KEYS[train_modality]) + tuple(
         k for k in steps.member_keys(slots) if k not in models.MODALITY_KEYS[train_modality])
 
-    # --- checkpoint
+    # --- checkpoint: resume from the newest intact step of every member
     ckpts = [checkpoint.Checkpointer(os.path.join(wd, "checkpoints"),
                                      keep=config.keep_checkpoints) for wd in workdirs]
-    latest = [c.latest_step() or 0 for c in ckpts]
-    start_step = min(latest)
-    if start_step != max(latest):
-        for c in ckpts:
-            if start_step and start_step not in c.manager.all_steps():
-                raise RuntimeError(f"Population members stopped at different steps {latest}; "
-                                   f"{c.directory} has no step {start_step} to resume from.")
-        logging.warning("Population members stopped at steps %s: resuming all from %d.",
-                        latest, start_step)
-    member_params, member_opt = [], []
+    for ckpt in ckpts:
+        ckpt.check_writable()  # fail now, not in orbax's thread at the first save
     label_names = {d: pipeline.label_names(data_cfgs[d]) for d in datasets}
     if any(label_names[d] != label_names[datasets[0]] for d in datasets):
         raise ValueError(f"Population members read datasets with different classes: {datasets}")
     label_names = label_names[datasets[0]]
-    for cfg, ckpt, name in zip(configs, ckpts, labels):
-        params = state.init_params(module, train_modality, cfg.data, jax.random.key(cfg.seed),
-                                   repl)
-        if start_step:
-            params, opt_state, _ = ckpt.restore(
-                start_step, checkpoint.abstract_like(params, repl),
-                checkpoint.abstract_like(jax.eval_shape(tx.init, params), repl))
+    abstract_params = state.abstract_params(module, train_modality, config.data, repl)
+    abstract_opt = checkpoint.abstract_like(jax.eval_shape(tx.init, abstract_params), repl)
+    start_step, restored = _resume(ckpts, abstract_params, abstract_opt, labels)
+    member_params, member_opt, histories, segments = [], [], [], []
+    for cfg, ckpt, name, got in zip(configs, ckpts, labels, restored):
+        if got:
+            _, params, opt_state, meta = got
+            # What the run did before: evals and train-time segments up to this step.
+            histories.append([h for h in meta.get("history", []) if h["step"] <= start_step])
+            segments.append(list(meta.get("train_segments", [])))
             logging.info("Resuming %s from its own checkpoint at step %d (%s).", name,
                          start_step, ckpt.directory)
             if init_kind:
@@ -208,6 +251,10 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
                              "fresh run; this workdir resumes its own.", init_kind,
                              config.model.init_from.path)
         else:
+            histories.append([])
+            segments.append([])
+            params = state.init_params(module, train_modality, cfg.data,
+                                       jax.random.key(cfg.seed), repl)
             if init_kind:
                 params, report = convert.init_from(init_kind, cfg.model.init_from.path, module,
                                                    params, label_names=label_names)
@@ -219,6 +266,7 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
             opt_state = jax.jit(tx.init, out_shardings=repl)(params)
         member_params.append(params)
         member_opt.append(opt_state)
+    del restored
     metas = [checkpoint_meta.build(cfg, label_names, name) for cfg, name in zip(configs, names)]
 
     n_params = sum(x.size for x in jax.tree.leaves(member_params[0]))
@@ -292,35 +340,61 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
         process_index=jax.process_index(), process_count=jax.process_count())
         for dataset, seed in stream_keys]
     has_kd = [bool(c.teacher.members) for c in configs]
-    pending, histories, last_eval = [], [[] for _ in configs], None
+    pending, unchecked, last_eval = [], [], None
     train_start = time.time()
+
+    def segment(step: int) -> dict:
+        """This process's part of the training: steps and wall seconds (evals included)."""
+        return {"start_step": start_step, "end_step": step,
+                "seconds": round(time.time() - train_start, 3)}
+
+    def check_finite(wait: bool) -> None:
+        """Reads the finiteness flag of every step dispatched so far, oldest first. Between
+        logs, evals and saves only flags already computed are read (`is_ready`), so the host
+        never waits on the device and keeps running ahead; before a log, an eval or a save
+        (`wait`) every flag is read."""
+        while unchecked and (wait or unchecked[0][1].is_ready()):
+            s, flags = unchecked.pop(0)
+            ok = np.asarray(flags)
+            if not ok.all():
+                k = int(np.flatnonzero(~ok)[0])
+                for ckpt in ckpts:
+                    ckpt.wait()
+                good = ckpts[k].latest_step()
+                raise FloatingPointError(
+                    f"Non-finite loss or params at step {s} of {labels[k]}; stopping. "
+                    + (f"Last good checkpoint: step {good} in {ckpts[k].directory}."
+                       if good else "No checkpoint was written before it.")
+                    + " Nothing non-finite is saved.")
+
+    failed = True
     try:
         for step in range(start_step + 1, total_steps + 1):
             batches = [sharding.to_global(next(s), mesh) for s in streams]
             train_state, step_metrics = train_step(train_state, batches, slot_params,
                                                    jnp.asarray(step - 1, jnp.int32))
-            pending.append(step_metrics)  # fetched at log time: no host sync per step
+            pending.append(step_metrics)  # fetched at log time
+            unchecked.append((step, step_metrics["finite"]))
+            check_finite(wait=False)
+            for ckpt in ckpts:
+                ckpt.check()  # a failed background save stops the run here, naming the path
 
-            if step % config.log_every_steps == 0 or step == total_steps:
+            is_log = step % config.log_every_steps == 0 or step == total_steps
+            is_eval = step % eval_every == 0 or step == total_steps
+            is_save = is_eval or step % ckpt_every == 0 or preemption.requested
+            if is_log or is_eval or is_save:
+                check_finite(wait=True)
+            if is_log:
                 fetched = jax.device_get(pending)
                 pending = []
-                for k in range(num):
-                    bad = [i for i, m in enumerate(fetched) if not np.isfinite(m["loss"][k])]
-                    if bad:
-                        first_bad = step - len(fetched) + 1 + bad[0]
-                        raise FloatingPointError(
-                            f"Non-finite loss at step {first_bad} of {labels[k]}; stopping. "
-                            f"Last good checkpoint: step {ckpts[k].latest_step()} in "
-                            f"{ckpts[k].directory}.")
                 speed = progress.update(step)
                 for k in range(num):
                     scalars = {key: np.mean([m[key][k] for m in fetched]) for key in fetched[0]
-                               if key != "kd" or has_kd[k]}
+                               if key != "finite" and (key != "kd" or has_kd[k])}
                     scalars.update(speed)
                     metrics.log_progress(labels[k], step, total_steps, scalars)
                     writers[k].write(step, {f"train/{key}": v for key, v in scalars.items()})
 
-            is_eval = step % eval_every == 0 or step == total_steps
             if is_eval:
                 last_eval = run_eval(train_state["params"])
                 for k, result in enumerate(last_eval):
@@ -331,10 +405,12 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
                                  result["top5"], evaluate.protocol(views))
                     writers[k].write(step, {"eval/top1": result["top1"],
                                             "eval/top5": result["top5"]})
-            if is_eval or step % ckpt_every == 0 or preemption.requested:
+            if is_save:
                 for k, ckpt in enumerate(ckpts):
+                    meta = metas[k] | {"step": step, "history": histories[k],
+                                       "train_segments": segments[k] + [segment(step)]}
                     ckpt.save(step, _member(train_state["params"], k),
-                              _member(train_state["opt_state"], k), metas[k] | {"step": step},
+                              _member(train_state["opt_state"], k), meta,
                               metrics={"top1": last_eval[k]["top1"]} if is_eval else None,
                               force=preemption.requested)
             if preemption.requested:
@@ -343,17 +419,18 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
                 logging.warning("SIGTERM: checkpoint saved at step %d in %s; rerun the same "
                                 "command to resume.", step,
                                 ", ".join(c.directory for c in ckpts))
+                failed = False
                 raise SystemExit(128 + signal.SIGTERM)
+        failed = False
     finally:
         preemption.restore()
         for ckpt in ckpts:
-            ckpt.close()
+            ckpt.close(quiet=failed)  # on an error path, never raise over the first error
         for writer in writers:
             writer.close()
 
     # --- results
     finals = last_eval if last_eval is not None else run_eval(train_state["params"])
-    train_time = time.time() - train_start
     out = []
     for k, (cfg, wd, name) in enumerate(zip(configs, workdirs, names)):
         best_step = checkpoint.Checkpointer(os.path.join(wd, "checkpoints"),
@@ -364,7 +441,11 @@ def train_population(runs: list[tuple[ml_collections.ConfigDict, str]]) -> list[
                    "eval": evaluate.protocol_dict(views), "final": finals[k],
                    "best_step": best_step, "steps": total_steps,
                    "epochs": total_steps / steps_per_epoch, "num_params": int(n_params),
-                   "train_time_s": train_time, "history": histories[k]}
+                   "history": histories[k]}
+        # Every segment of a resumed run (each start of the command), this one last.
+        results["train_segments"] = segments[k] + (
+            [segment(total_steps)] if total_steps > start_step else [])
+        results["train_time_s"] = sum(g["seconds"] for g in results["train_segments"])
         rows = evaluate.results_rows(member_infos[k], views=views)
         if member_sets[k]:
             results["teacher"] = evaluate.evaluate_teacher(
