@@ -109,11 +109,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # --- checkpoint
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                    keep=config.keep_checkpoints)
-    start_step = ckpt.latest_step() or 0
-    if start_step:
-        params, opt_state, _ = ckpt.restore(
-            start_step, checkpoint.abstract_like(params, repl),
-            checkpoint.abstract_like(jax.eval_shape(tx.init, params), repl))
+    ckpt.check_writable()
+    # As the trainer: the newest step that restores whole; damaged ones are moved aside.
+    restored = ckpt.restore_latest_intact(
+        checkpoint.abstract_like(params, repl),
+        checkpoint.abstract_like(jax.eval_shape(tx.init, params), repl))
+    start_step = restored[0] if restored else 0
+    if restored:
+        _, params, opt_state, _ = restored
         logging.info("Resuming pretraining from step %d (%s).", start_step, ckpt.directory)
     else:
         opt_state = jax.jit(tx.init, out_shardings=repl)(params)
