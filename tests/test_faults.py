@@ -203,6 +203,18 @@ def test_no_intact_step_fails_with_one_line(uninterrupted, tmp_path):
     assert sorted(os.listdir(wd / "checkpoints.damaged")) == ["10", "4", "6", "8"]
 
 
+def test_another_models_checkpoint_is_refused_not_moved(uninterrupted, tmp_path):
+    src, _ = uninterrupted
+    wd = tmp_path / "run"
+    shutil.copytree(src, wd)
+    out = run_main(wd, *DAMAGE_FLAGS, "--config.model.depth=3")
+    assert out.returncode == 1
+    one_line_error(out.stderr)
+    assert f"{wd / 'checkpoints' / '10'} was written by another model config" in out.stderr
+    assert not (wd / "checkpoints.damaged").exists()
+    assert step_dirs(wd / "checkpoints") == [4, 6, 8, 10]
+
+
 # ------------------------------------------------------------------------ unwritable folders
 def without_dac_override() -> list[str]:
     """Root writes into read-only folders anyway; CI runs as root, so drop that capability."""

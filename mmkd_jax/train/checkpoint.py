@@ -170,6 +170,12 @@ class Checkpointer:
             raise CheckpointError(f"{self.directory} has no step at or before {at_most} to "
                                   f"resume from (it has {sorted(steps)}).")
         for step in candidates:
+            mismatch = self.mismatch(step, abstract_params)
+            if mismatch:  # intact, but another model's: never moved aside for that
+                raise CheckpointError(
+                    f"{os.path.join(self.directory, str(step))} was written by another model "
+                    f"config ({mismatch}); resume with the config that wrote it, or give this "
+                    "run another --workdir.")
             try:
                 return (step, *self.restore(step, abstract_params, abstract_opt_state))
             except Exception as e:  # orbax/tensorstore raise many types for one broken file
@@ -178,6 +184,29 @@ class Checkpointer:
         raise CheckpointError(f"no intact checkpoint in {self.directory}: steps "
                               f"{sorted(candidates)} all failed to restore and were moved to "
                               f"{self.directory}{DAMAGED_SUFFIX}.")
+
+    def mismatch(self, step: int, abstract_params) -> str | None:
+        """What differs between the params saved at `step` and `abstract_params` (paths,
+        shapes), or None when they match or the saved metadata cannot be read (then the
+        restore decides whether the step is damaged)."""
+        try:
+            saved = self.manager.item_metadata(step)["params"]
+            saved = {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(m.shape)
+                     for p, m in jax.tree_util.tree_flatten_with_path(saved)[0]}
+        except Exception:  # unreadable metadata: a damaged step
+            return None
+        want = {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(x.shape)
+                for p, x in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+        if not saved:
+            return None
+        if set(saved) != set(want):
+            diff = sorted(set(saved) ^ set(want))
+            return f"{len(diff)} params differ by name, e.g. {', '.join(diff[:3])}"
+        shapes = [k for k in sorted(want) if saved[k] != want[k]]
+        if shapes:
+            k = shapes[0]
+            return f"{len(shapes)} params differ in shape, e.g. {k} {saved[k]} vs {want[k]}"
+        return None
 
     def move_aside(self, step: int, error: Exception) -> str:
         """Moves step `step` to `<directory>.damaged/<step>` (process 0; the others wait)."""
