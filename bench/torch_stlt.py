@@ -1,6 +1,6 @@
 """PyTorch STLT, the baseline's layout teacher, in the authors' module naming.
 
-Written from the paper and SPEC §3 (not copied): the parameter names are those of
+Written from the BMVC'21 paper (not copied): the parameter names are those of
 gorjanradevski/revisiting-spatial-temporal-layouts, so `mmkd_jax.convert.stlt_from_torch` loads
 its state dict, which is how the benchmark gives both frameworks the same weights. Sequence-first
 `nn.TransformerEncoder`s, as in the authors' code.

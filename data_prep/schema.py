@@ -6,7 +6,8 @@ import tensorflow_datasets as tfds
 # dropped and counted in the build report).
 MAX_BOXES = 8
 
-# STLT categories (SPEC §3): 0 is padding, 3 is reserved for the frame-cls box the model adds.
+# STLT categories (Radevski et al., BMVC 2021): 0 is padding, 3 is reserved for the frame-cls
+# box the model adds.
 CATEGORY_PAD, CATEGORY_HAND, CATEGORY_OBJECT = 0, 1, 2
 
 

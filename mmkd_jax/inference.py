@@ -34,7 +34,8 @@ RGB_MODALITIES = ("rgb", "omni")
 
 
 def eval_indices(length: int, num_frames: int) -> np.ndarray:
-    """Segment midpoints (SPEC §2): `seg = (L-1)/T`, `(round(seg*i) + round(seg*(i+1))) // 2`."""
+    """Segment midpoints (docs/pipeline.md): `seg = (L-1)/T`,
+    `(round(seg*i) + round(seg*(i+1))) // 2`."""
     seg = (length - 1) / num_frames  # float64 and round-half-to-even, like the TF pipeline
     edges = np.round(seg * np.arange(num_frames + 1, dtype=np.float64)).astype(np.int64)
     return (edges[:-1] + edges[1:]) // 2

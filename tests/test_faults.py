@@ -22,6 +22,7 @@ import fixtures_deploy as fx
 import jax
 import numpy as np
 import pytest
+from test_trainer_e2e import _free_port
 
 from mmkd_jax.train import checkpoint, members, steps, validate, workdir_lock
 
@@ -267,12 +268,6 @@ def test_second_run_on_a_busy_workdir_refuses(tmp_path):
                    if "train/loss" in r]
     assert train_steps == sorted(set(train_steps))  # one run's lines, once each
     assert not lock.exists()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_busy_workdir_stops_every_process_of_a_multi_host_run(tmp_path):

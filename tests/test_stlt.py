@@ -102,7 +102,7 @@ def test_bfloat16_compute_close_to_float32(tiny):
 
 # ---------------------------------------------------------------- PyTorch reference (authors')
 def _reference_stlt(torch, d, heads, spatial, temporal, classes, positions):
-    """STLT written from the paper / SPEC §3 with the authors' module names."""
+    """STLT written from the BMVC'21 paper with the authors' module names."""
     nn = torch.nn
 
     def encoder(layers):

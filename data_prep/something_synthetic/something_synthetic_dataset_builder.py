@@ -1,4 +1,4 @@
-"""`something_synthetic`: the built-in procedural dataset (SPEC §5), no download needed.
+"""`something_synthetic`: the built-in procedural dataset (docs/datasets.md), no download needed.
 
 Hand/object clips under 14 SSv2-like templates in two action groups, objects from two sets (A
 warm, B cool). Configs: `standard` (every group/set pair in both splits) and `compositional`

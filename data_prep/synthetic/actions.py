@@ -1,4 +1,4 @@
-"""Classes, action groups and object sets of `something_synthetic` (SPEC §5).
+"""Classes, action groups and object sets of `something_synthetic` (docs/datasets.md).
 
 Fourteen SSv2-like actions in two groups. Every action has a *partner* in the other group with
 similar motion (push right / pretend-push right, move up / pick up, ...), so a model that reads

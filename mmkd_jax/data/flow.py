@@ -1,4 +1,4 @@
-"""Dense optical flow in the TSN / denseflow 8-bit encoding (SPEC §4), OpenCV only (no TF).
+"""Dense optical flow in the TSN / denseflow 8-bit encoding (docs/datasets.md), OpenCV only (no TF).
 
 `compute_flow(frames)` returns N-1 flow frames for N RGB frames: flow frame `i` is the motion from
 frame `i` to `i+1`, each component stored as `round(255 * (clip(v, -20, 20) + 20) / 40)`. The

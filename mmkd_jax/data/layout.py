@@ -1,4 +1,7 @@
-"""Layout rendering for the omnivore view: 2-px box outlines on a white canvas (SPEC §1)."""
+"""Layout rendering for the omnivore view: 2-px box outlines on a white canvas.
+
+The view is described in docs/pipeline.md.
+"""
 import tensorflow as tf
 
 from data_prep.schema import CATEGORY_HAND, CATEGORY_OBJECT

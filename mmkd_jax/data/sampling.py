@@ -1,4 +1,4 @@
-"""Uniform-segment frame sampling (SPEC §2), shared by every modality of an example."""
+"""Uniform-segment frame sampling (docs/pipeline.md), shared by every modality of an example."""
 import tensorflow as tf
 
 

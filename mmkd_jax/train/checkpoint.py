@@ -32,6 +32,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be written, or no step of it can be read; the message names it."""
 
 
+def _write_failed(directory: str, e: Exception, when: str = "") -> CheckpointError:
+    return CheckpointError(f"writing checkpoints in {directory} failed{when}: "
+                           f"{type(e).__name__}: {e}")
+
+
 class NonFiniteParamsError(ValueError):
     """A checkpoint whose params hold NaN or infinity (a diverged run); names the leaves."""
 
@@ -66,10 +71,15 @@ def _quiet_failed_restore() -> None:
         lambda r: not r.getMessage().startswith("Task exception was never retrieved"))
 
 
+def _by_path(tree) -> dict:
+    """{"a/b/c": leaf} of a nested tree (params, or orbax's metadata of them)."""
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 def check_finite(params, where: str) -> None:
     """Raises NonFiniteParamsError naming the first non-finite leaves of `params`."""
-    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
-    bad = [jax.tree_util.keystr(path, simple=True, separator="/") for path, x in leaves
+    bad = [path for path, x in _by_path(jax.device_get(params)).items()
            if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.all(np.isfinite(x))]
     if bad:
         raise NonFiniteParamsError(
@@ -122,8 +132,7 @@ class Checkpointer:
         try:
             self.manager.check_for_errors()
         except Exception as e:  # orbax re-raises whatever its commit thread hit
-            raise CheckpointError(f"writing checkpoints in {self.directory} failed: "
-                                  f"{type(e).__name__}: {e}") from e
+            raise _write_failed(self.directory, e) from e
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -143,8 +152,7 @@ class Checkpointer:
                                         opt_state=ocp.args.StandardSave(opt_state),
                                         meta=ocp.args.JsonSave(meta)))
         except Exception as e:  # a failed earlier commit surfaces here too
-            raise CheckpointError(f"writing checkpoints in {self.directory} failed (saving step "
-                                  f"{step}): {type(e).__name__}: {e}") from e
+            raise _write_failed(self.directory, e, f" (saving step {step})") from e
 
     def restore(self, step: int, abstract_params, abstract_opt_state):
         """Restores (params, opt_state, meta) onto the shardings of the abstract trees."""
@@ -190,13 +198,11 @@ class Checkpointer:
         shapes), or None when they match or the saved metadata cannot be read (then the
         restore decides whether the step is damaged)."""
         try:
-            saved = self.manager.item_metadata(step)["params"]
-            saved = {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(m.shape)
-                     for p, m in jax.tree_util.tree_flatten_with_path(saved)[0]}
+            saved = {k: tuple(m.shape) for k, m in
+                     _by_path(self.manager.item_metadata(step)["params"]).items()}
         except Exception:  # unreadable metadata: a damaged step
             return None
-        want = {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(x.shape)
-                for p, x in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+        want = {k: tuple(x.shape) for k, x in _by_path(abstract_params).items()}
         if not saved:
             return None
         if set(saved) != set(want):
@@ -253,8 +259,7 @@ class Checkpointer:
         try:
             self.manager.wait_until_finished()
         except Exception as e:
-            raise CheckpointError(f"writing checkpoints in {self.directory} failed: "
-                                  f"{type(e).__name__}: {e}") from e
+            raise _write_failed(self.directory, e) from e
 
     def close(self, quiet: bool = False) -> None:
         """Waits for pending saves and closes; `quiet` (on an error path already) logs a failed

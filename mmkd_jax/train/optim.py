@@ -1,4 +1,4 @@
-"""AdamW with the paper's schedule (SPEC §2) and a weight-decay mask."""
+"""AdamW with linear warm-up then linear decay to zero, and a weight-decay mask."""
 from __future__ import annotations
 
 import re
