@@ -27,6 +27,10 @@ EXTRAS = {
     # Reference implementations for the parity tests and the PyTorch benchmark baseline only;
     # the library never imports torch. `pip install torch==2.13.0` takes the local CPU wheel.
     "parity": ["torch==2.13.0", "transformers>=4.40,<6"],
+    # Dataset builds on Apache Beam and the official `tfds build` CLI (which imports
+    # apache_beam and mlcroissant at start-up). Beam 2.78 needs protobuf < 7 and pyarrow < 26;
+    # TF 2.21 accepts protobuf 6.31+. For Dataflow add GCP: `pip install "apache-beam[gcp]"`.
+    "beam": ["apache-beam>=2.78,<2.79", "mlcroissant>=1.1,<2", "protobuf>=6.31.1,<7"],
 }
 
 setup(

@@ -114,7 +114,7 @@ class VideoDatasetBuilder(ReportedBuilder):
                 for split, split_jobs in jobs.items()}
 
     def _generate_examples(self, split: str, jobs: list[real_videos.VideoJob]):
-        yield from self._records(split, real_videos.make_record, jobs)
+        return self._records(split, real_videos.make_record, jobs)
 
     def _finish_report(self) -> None:
         flow = collections.Counter(f["flow"] for facts in self.facts.values() for f in facts)

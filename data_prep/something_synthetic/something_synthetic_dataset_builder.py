@@ -137,7 +137,7 @@ class Builder(ReportedBuilder):
         knobs = c.render_knobs
         jobs = [ClipJob(c.kind, split, i, offset + i, c.seed, c.frame_size, c.num_frames,
                         c.flow_method, knobs) for i in range(count)]
-        yield from self._records(split, make_record, jobs)
+        return self._records(split, make_record, jobs)
 
     def _finish_report(self) -> None:
         stats = {split: split_statistics(facts) for split, facts in self.facts.items()}

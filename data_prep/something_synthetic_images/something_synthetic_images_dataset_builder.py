@@ -100,7 +100,7 @@ class Builder(ReportedBuilder):
         jobs = [scenes.SceneJob(i, self.builder_config.seed, FRAME_SIZE) for i in indices]
         # The record maker lives in an importable module: spawned workers unpickle it by name
         # (`tfds build` imports this file as a top-level module).
-        yield from self._records(split, scenes.make_record, jobs, key=lambda ex: ex["scene_id"])
+        return self._records(split, scenes.make_record, jobs, key=lambda ex: ex["scene_id"])
 
     def _finish_report(self) -> None:
         self.report.info["statistics"] = {
