@@ -41,15 +41,20 @@ class NonFiniteParamsError(ValueError):
     """A checkpoint whose params hold NaN or infinity (a diverged run); names the leaves."""
 
 
-def _quiet_failed_restore() -> None:
+def _quiet_failed_restore():
     """After a failed restore, orbax's abandoned reads fail again on their own: tensorstore
     reports ~100 'Event loop is closed' tracebacks, each read coroutine is reported as an
     ignored exception when collected, and asyncio logs 'Task exception was never retrieved'.
     The failure itself is logged once by the caller; these echoes of it are dropped (any other
-    unraisable exception or log record passes through)."""
+    unraisable exception or log record passes through).
+
+    Installed before a restore that may fail (the first echoes can come from tensorstore's
+    threads before the exception reaches the caller); returns a function that removes the
+    filter again, for when the restore succeeded. After a failure it stays: echoes come later.
+    """
     previous = sys.unraisablehook
     if getattr(previous, "mmkd_quiet", False):
-        return
+        return lambda: None
 
     def echo(unraisable) -> bool:
         e, tb = unraisable.exc_value, unraisable.exc_traceback
@@ -65,10 +70,18 @@ def _quiet_failed_restore() -> None:
         if not echo(unraisable):
             previous(unraisable)
 
+    def never_retrieved(record) -> bool:
+        return not record.getMessage().startswith("Task exception was never retrieved")
+
+    def remove():
+        if sys.unraisablehook is hook:
+            sys.unraisablehook = previous
+        std_logging.getLogger("asyncio").removeFilter(never_retrieved)
+
     hook.mmkd_quiet = True
     sys.unraisablehook = hook
-    std_logging.getLogger("asyncio").addFilter(
-        lambda r: not r.getMessage().startswith("Task exception was never retrieved"))
+    std_logging.getLogger("asyncio").addFilter(never_retrieved)
+    return remove
 
 
 def _by_path(tree) -> dict:
@@ -177,18 +190,25 @@ class Checkpointer:
         if not candidates:
             raise CheckpointError(f"{self.directory} has no step at or before {at_most} to "
                                   f"resume from (it has {sorted(steps)}).")
+        unquiet, failed = _quiet_failed_restore(), False
         for step in candidates:
             mismatch = self.mismatch(step, abstract_params)
             if mismatch:  # intact, but another model's: never moved aside for that
+                if not failed:
+                    unquiet()
                 raise CheckpointError(
                     f"{os.path.join(self.directory, str(step))} was written by another model "
                     f"config ({mismatch}); resume with the config that wrote it, or give this "
                     "run another --workdir.")
             try:
-                return (step, *self.restore(step, abstract_params, abstract_opt_state))
+                out = (step, *self.restore(step, abstract_params, abstract_opt_state))
             except Exception as e:  # orbax/tensorstore raise many types for one broken file
-                _quiet_failed_restore()
+                failed = True
                 self.move_aside(step, e)
+                continue
+            if not failed:
+                unquiet()
+            return out
         raise CheckpointError(f"no intact checkpoint in {self.directory}: steps "
                               f"{sorted(candidates)} all failed to restore and were moved to "
                               f"{self.directory}{DAMAGED_SUFFIX}.")
