@@ -33,10 +33,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, HERE]
 
-from mmkd_jax import host_memory  # noqa: E402
+from mmkd_jax import host_memory, xla_cpu  # noqa: E402
 
-if __name__ == "__main__":  # as mmkd_jax.main does, before any thread starts
+if __name__ == "__main__":  # as mmkd_jax.main does, before any thread and before JAX starts
     host_memory.keep_freed_memory()
+    xla_cpu.single_threaded_eigen()  # the trainer's XLA:CPU flag (MMKD_XLA_CPU=default: off)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
