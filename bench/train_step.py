@@ -28,6 +28,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -195,10 +196,18 @@ def bench_case(name: str, preset: str, args: argparse.Namespace) -> dict:
         return time.perf_counter() - t0, out
 
     first_s, _ = run(0, 1)
-    times = []
+    # A population step is timed in repetitions alternating with the solo ones, so that both
+    # see the same machine (the ratio moves by tens of percent between separate runs).
+    run_population = None
+    if args.population > 0:
+        population, run_population = bench_population(
+            config, module, members, tx, lr_fn, host_batch, mesh, repl, args.population)
+    times, pop_times = [], []
     for r in range(args.reps):
         seconds, out = run(1 + r * n_steps, n_steps)
         times.append(seconds / n_steps)
+        if run_population is not None:
+            pop_times.append(run_population(1 + r * n_steps, n_steps) / n_steps)
     loss = float(out["loss"])
     if not np.isfinite(loss):
         raise FloatingPointError(f"{name}:{preset}: non-finite loss {loss}")
@@ -210,12 +219,13 @@ def bench_case(name: str, preset: str, args: argparse.Namespace) -> dict:
                                   args.profile_top)
         print(f"{name}:{preset}\n{op_profile.markdown(prof)}", flush=True)
 
-    population = None
-    if args.population > 0:
-        population = bench_population(config, module, members, tx, lr_fn, host_batch, mesh,
-                                      repl, args.population, n_steps, args.reps)
-        population["speedup_vs_solo"] = (population["size"] * float(np.median(times))
-                                         / population["step_s"])
+    if run_population is None:
+        population = None
+    else:
+        median = float(np.median(pop_times))
+        population.update(step_s=median, step_s_all=pop_times,
+                          clips_per_s=population["size"] * config.batch_size / median,
+                          speedup_vs_solo=population["size"] * float(np.median(times)) / median)
         print(f"{name}:{preset} population of {population['size']}: "
               f"{population['step_s'] * 1e3:.1f} ms/step, "
               f"{population['clips_per_s']:.0f} member-clips/s, "
@@ -257,9 +267,10 @@ def bench_case(name: str, preset: str, args: argparse.Namespace) -> dict:
 
 
 def bench_population(config, module, members, tx, lr_fn, host_batch: dict, mesh, repl,
-                     size: int, n_steps: int, reps: int) -> dict:
+                     size: int) -> tuple[dict, Callable[[int, int], float]]:
     """The trainer's population step (steps.make_population_step) for `size` runs of `config`
-    with seeds seed..seed+size-1 on one data stream; median seconds per step over `reps`."""
+    with seeds seed..seed+size-1 on one data stream, compiled and run once; -> ({size,
+    compile_s}, run(first_step, count) -> seconds)."""
     seeds = [config.seed + k for k in range(size)]
     params = [state.init_params(module, config.modality, config.data, jax.random.key(s), repl)
               for s in seeds]
@@ -294,10 +305,7 @@ def bench_population(config, module, members, tx, lr_fn, host_batch: dict, mesh,
         return time.perf_counter() - t0
 
     run(0, 1)
-    times = [run(1 + r * n_steps, n_steps) / n_steps for r in range(reps)]
-    median = float(np.median(times))
-    return {"size": size, "compile_s": compile_s, "step_s": median, "step_s_all": times,
-            "clips_per_s": size * config.batch_size / median}
+    return {"size": size, "compile_s": compile_s}, run
 
 
 def markdown(results: list[dict]) -> str:
