@@ -28,8 +28,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))  # the real-footage fixture writers
 
 DATASET = os.path.join(ROOT, "data_prep", "something_something_v2")
-TEMPLATES = ["Pushing [something] from left to right", "Moving [something] up",
-             "Holding [something]", "Putting [something] on a surface"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,12 +44,14 @@ def parse_args() -> argparse.Namespace:
 
 def make_clips(manual: str, videos: int, frames: int) -> str:
     """SSv2-format manual dir of `videos` webm clips (320x240, `frames` frames at 12 fps)."""
-    from fixtures_ssv2 import LABELS, footage, read_frames, write_json, write_webm
+    from fixtures_ssv2 import LABELS, H, W, footage, read_frames, write_json, write_webm
 
     if os.path.exists(os.path.join(manual, "labels", "train.json")):
         return manual  # made by an earlier run with the same arguments
+    # SSv2's split files spell the labels' templates with bracketed placeholders.
+    templates = [t.replace("something", "[something]") for t in LABELS]
     tree = read_frames(footage("tree.avi"), 0, 68)
-    vtest = read_frames(footage("vtest.avi"), 0, 795, (320, 240))
+    vtest = read_frames(footage("vtest.avi"), 0, 795, (W, H))
     folder = os.path.join(manual, "20bn-something-something-v2")
     os.makedirs(folder, exist_ok=True)
     train, validation = [], []
@@ -60,7 +60,7 @@ def make_clips(manual: str, videos: int, frames: int) -> str:
         source = tree if i % 2 else vtest
         start = (i * 7) % (len(source) - frames)
         write_webm(os.path.join(folder, f"{1000 + i}.webm"), source[start:start + frames])
-        entry = {"id": str(1000 + i), "template": TEMPLATES[i % len(TEMPLATES)],
+        entry = {"id": str(1000 + i), "template": templates[i % len(templates)],
                  "label": "x", "placeholders": ["x"]}
         (validation if i % 10 == 0 else train).append(entry)
     write_json(os.path.join(manual, "labels", "labels.json"), LABELS)

@@ -190,25 +190,24 @@ class Checkpointer:
         if not candidates:
             raise CheckpointError(f"{self.directory} has no step at or before {at_most} to "
                                   f"resume from (it has {sorted(steps)}).")
+        # The filter goes in before the first read and stays only once a read has failed.
         unquiet, failed = _quiet_failed_restore(), False
-        for step in candidates:
-            mismatch = self.mismatch(step, abstract_params)
-            if mismatch:  # intact, but another model's: never moved aside for that
-                if not failed:
-                    unquiet()
-                raise CheckpointError(
-                    f"{os.path.join(self.directory, str(step))} was written by another model "
-                    f"config ({mismatch}); resume with the config that wrote it, or give this "
-                    "run another --workdir.")
-            try:
-                out = (step, *self.restore(step, abstract_params, abstract_opt_state))
-            except Exception as e:  # orbax/tensorstore raise many types for one broken file
-                failed = True
-                self.move_aside(step, e)
-                continue
+        try:
+            for step in candidates:
+                mismatch = self.mismatch(step, abstract_params)
+                if mismatch:  # intact, but another model's: never moved aside for that
+                    raise CheckpointError(
+                        f"{os.path.join(self.directory, str(step))} was written by another "
+                        f"model config ({mismatch}); resume with the config that wrote it, or "
+                        "give this run another --workdir.")
+                try:
+                    return (step, *self.restore(step, abstract_params, abstract_opt_state))
+                except Exception as e:  # orbax/tensorstore raise many types for one broken file
+                    failed = True
+                    self.move_aside(step, e)
+        finally:
             if not failed:
                 unquiet()
-            return out
         raise CheckpointError(f"no intact checkpoint in {self.directory}: steps "
                               f"{sorted(candidates)} all failed to restore and were moved to "
                               f"{self.directory}{DAMAGED_SUFFIX}.")
